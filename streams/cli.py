@@ -1,0 +1,183 @@
+"""The ``kinfer`` command: run the whole thing, or its pieces (broker, worker, infer, kcat).
+
+Every option falls back on a ``KINFER_*`` setting (see ``kinfer settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from streams.settings import Settings
+
+DEFAULT_PORT = 9092
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """kinfer: Kafka-native inference with micro-batched, jitted JAX/Flax models.
+
+    \b
+    Quick start (embedded broker + worker serving all-MiniLM-L6-v2):
+      kinfer run
+    then, in another terminal:
+      kinfer infer "a sentence to embed"
+
+    Settings come from KINFER_* environment variables; `kinfer settings` lists them.
+    """
+
+
+@main.command()
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Broker port.")
+@click.option("-l", "--loglevel", default="info", show_default=True, help="Worker log level.")
+def run(port: int, loglevel: str) -> None:
+    """Start the embedded Tansu broker on 127.0.0.1 and a worker serving the model.
+
+    Creates the topics, warms the model up, then prints how to send a request with kcat or
+    `kinfer infer`. Ctrl-C stops the worker (after answering what it started) and the broker.
+    """
+    from streams.broker import BrokerError, EmbeddedBroker
+
+    broker = EmbeddedBroker(port, silent=True)
+    try:
+        broker.start()
+    except BrokerError as exc:
+        raise click.ClickException(f"{exc} (choose another with --port)") from exc
+    os.environ["KINFER_BROKER_URL"] = broker.url
+    settings = _settings(broker_url=broker.url)
+    click.echo(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.pid}); memory storage")
+    try:
+        _run_worker(settings, loglevel, on_ready=lambda: click.echo(_example(settings)))
+    finally:
+        broker.stop()
+        click.echo("broker stopped")
+
+
+@main.command()
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Broker port.")
+def broker(port: int) -> None:
+    """Run the embedded Tansu broker (memory storage) on 127.0.0.1 until Ctrl-C."""
+    import signal
+    import threading
+
+    from streams.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(port) as embedded:
+        click.echo(f"Tansu broker ready on {embedded.bootstrap} (pid {embedded.pid}); Ctrl-C stops")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
+@click.option("--web-port", type=int, help="Port of /live and /ready (KINFER_WEB_PORT).")
+@click.option("-l", "--loglevel", default="info", show_default=True, help="Log level.")
+def worker(broker_url: str | None, web_port: int | None, loglevel: str) -> None:
+    """Run a worker: consume requests, batch them through the model, publish answers.
+
+    Equivalent to `faust -A streams.app worker`. Start several for more partitions' worth of
+    throughput: they share the work as one consumer group (give each its own --web-port).
+    """
+    settings = _settings(broker_url=broker_url, web_port=web_port)
+    _run_worker(settings, loglevel)
+
+
+@main.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
+@click.option("--model", default="minilm", show_default=True, help="Model name.")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait.")
+def infer(texts: tuple[str, ...], broker_url: str | None, model: str, timeout_s: float) -> None:
+    """Send TEXTS as one request and print the answer as JSON."""
+    from streams.client import infer_sync
+
+    settings = _settings(broker_url=broker_url)
+    answer = infer_sync(
+        settings.bootstrap_servers,
+        settings.request_topic,
+        settings.response_topic,
+        list(texts),
+        model=model,
+        timeout_s=timeout_s,
+    )
+    click.echo(orjson.dumps(answer).decode())
+    if "error" in answer:
+        sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
+def kcat(args: tuple[str, ...], broker_url: str | None) -> None:
+    """Run Debian's kcat against the broker with the librdkafka 2.16 that Tansu needs.
+
+    Arguments after `--` go to kcat; `-b` is added from the settings.
+    """
+    from streams.kcat import kcat_env, require_kcat
+
+    settings = _settings(broker_url=broker_url)
+    env = kcat_env(Path(tempfile.gettempdir()) / "kinfer-kcat")
+    binary = str(require_kcat())
+    os.execve(binary, [binary, "-b", settings.bootstrap_servers, *args], env)
+
+
+@main.command(name="settings")
+def show_settings() -> None:
+    """List every KINFER_* setting, its current value and what it does."""
+    current = Settings()
+    for name, field in Settings.model_fields.items():
+        value = getattr(current, name)
+        click.echo(f"KINFER_{name.upper()}={value if value is not None else ''}")
+        click.echo(f"    {field.description}")
+
+
+def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None:
+    import faust
+
+    from streams.app import create_app
+
+    class Worker(faust.Worker):  # type: ignore[misc]
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            if on_ready is not None:
+                on_ready()
+
+    app = create_app(settings)
+    logging.getLogger("faust").setLevel(loglevel.upper())
+    Worker(
+        app,
+        loglevel=loglevel,
+        redirect_stdouts=False,
+    ).execute_from_commandline()
+
+
+def _example(settings: Settings) -> str:
+    lib = Path(tempfile.gettempdir()) / "kinfer-kcat" / "lib"
+    request = orjson.dumps({"id": "hello-1", "model": "minilm", "inputs": ["Kafka meets JAX"]})
+    return f"""
+kinfer is ready: requests on '{settings.request_topic}', answers on '{settings.response_topic}'.
+
+Send a request and read its answer with kcat (librdkafka 2.16 from the confluent-kafka wheel):
+  kinfer kcat -- -P -t {settings.request_topic} -k user-1 -H x-request-id=hello-1 <<< {shlex.quote(request.decode())}
+  kinfer kcat -- -C -t {settings.response_topic} -o -1 -e -f '%k %h %s\\n'
+or with plain kcat: LD_LIBRARY_PATH={lib} kcat -b {settings.bootstrap_servers} ...
+or in one step:
+  kinfer infer "Kafka meets JAX"
+Ctrl-C stops the worker and the broker.
+"""

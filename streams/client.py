@@ -1,0 +1,132 @@
+"""Request/reply over Kafka: send requests, wait for their answers (async and sync).
+
+The client reads its answers from the reply topic without a consumer group: it takes every
+partition, starts at the end, and matches answers to requests by ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams import contract
+from streams.errors import KinferError
+
+
+class ReplyTimeout(KinferError, TimeoutError):
+    """No answer arrived in time."""
+
+    def __init__(self, missing: int, timeout_s: float) -> None:
+        super().__init__(f"{missing} answer(s) did not arrive within {timeout_s:.1f}s")
+
+
+class InferenceClient:
+    """Produces requests and collects their answers from one reply topic."""
+
+    def __init__(self, bootstrap: str, request_topic: str, reply_topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.request_topic = request_topic
+        self.reply_topic = reply_topic
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._producer.start()
+        await self._consumer.start()
+        partitions = await self._partitions()
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for partition in partitions:  # resolve the end offsets now, before anything is sent
+            await self._consumer.position(partition)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _partitions(self) -> list[TopicPartition]:
+        deadline = time.monotonic() + 15
+        while True:
+            found = self._consumer.partitions_for_topic(self.reply_topic)
+            if found is None:
+                await self._consumer._client.force_metadata_update()  # noqa: SLF001
+                found = self._consumer.partitions_for_topic(self.reply_topic)
+            if found:
+                return [TopicPartition(self.reply_topic, p) for p in sorted(found)]
+            if time.monotonic() > deadline:
+                raise KinferError(f"reply topic {self.reply_topic!r} does not exist")
+            await asyncio.sleep(0.2)
+
+    async def send(
+        self,
+        inputs: Sequence[str],
+        *,
+        request_id: str | None = None,
+        model: str = "minilm",
+        key: bytes | None = None,
+        deadline_ms: float | None = None,
+    ) -> str:
+        """Produce one request (acknowledged by the broker); returns its id."""
+        request_id = request_id or uuid.uuid4().hex
+        value = contract.encode_request(
+            inputs, request_id=request_id, model=model, deadline_ms=deadline_ms
+        )
+        headers = [
+            (contract.REQUEST_ID_HEADER, request_id.encode()),
+            (contract.REPLY_TO_HEADER, self.reply_topic.encode()),
+        ]
+        await self._producer.send_and_wait(self.request_topic, value, key=key, headers=headers)
+        return request_id
+
+    async def collect(self, ids: Sequence[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+        """Wait for the answers to ``ids``; raises ReplyTimeout if some do not come."""
+        wanted = set(ids)
+        answers: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        while wanted - answers.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReplyTimeout(len(wanted - answers.keys()), timeout_s)
+            batches = await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batches.values():
+                for record in records:
+                    answer = contract.decode_answer(record.value)
+                    if answer.get("id") in wanted:
+                        answers[answer["id"]] = answer
+        return answers
+
+    async def infer(
+        self, inputs: Sequence[str], *, model: str = "minilm", timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Send one request and return its answer (a result or an error record)."""
+        request_id = await self.send(inputs, model=model)
+        return (await self.collect([request_id], timeout_s))[request_id]
+
+
+def infer_sync(
+    bootstrap: str,
+    request_topic: str,
+    reply_topic: str,
+    inputs: Sequence[str],
+    *,
+    model: str = "minilm",
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Blocking request/reply, for scripts and the CLI."""
+
+    async def run() -> dict[str, Any]:
+        async with InferenceClient(bootstrap, request_topic, reply_topic) as client:
+            return await client.infer(inputs, model=model, timeout_s=timeout_s)
+
+    return asyncio.run(run())

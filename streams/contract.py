@@ -1,0 +1,281 @@
+"""The wire contract: request, response and error records, their headers and (de)coding.
+
+Request (JSON value, any Kafka key)::
+
+    {"id": "r1", "model": "minilm", "version": null, "inputs": ["text", ...], "deadline_ms": 500}
+
+Answer, on the topic named by the ``reply-to`` header or else the default response topic, with
+the request's Kafka key, its ``id`` echoed, and its ``x-request-id`` and other ``x-`` headers::
+
+    {"id": "r1", "model": "minilm", "version": "...", "outputs": [[...384 floats...]],
+     "timing": {"queue_ms": .., "tokenize_ms": .., "compute_ms": .., "total_ms": .., ...}}
+    {"id": "r1", "error": {"code": "INVALID_REQUEST", "message": "..."}}
+
+``deadline_ms`` is a budget in milliseconds counted from the request record's Kafka timestamp
+(its produce time): a request still waiting for the model after it is answered
+``DEADLINE_EXCEEDED`` without running the model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streams.errors import (
+    InputTooLarge,
+    InvalidJson,
+    InvalidRequest,
+    RequestError,
+)
+
+REPLY_TO_HEADER = "reply-to"
+REQUEST_ID_HEADER = "x-request-id"
+ECHO_HEADER_PREFIX = "x-"
+CONTENT_TYPE = ("content-type", b"application/json")
+MAX_ID_CHARS = 256
+
+#: Kafka's legal topic names.
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+Headers = Sequence[tuple[str, bytes]]
+JsonId = str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits applied while decoding a request."""
+
+    max_message_bytes: int = 1_048_576
+    max_inputs: int = 1024
+    max_input_chars: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where and how an answer is published: the topic, the key, the echoed headers."""
+
+    topic: str
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded, validated inference request."""
+
+    id: JsonId
+    model: str
+    version: str | None
+    inputs: tuple[str, ...]
+    deadline_ms: float | None = None
+
+    def deadline(self, produced_at: float) -> float | None:
+        """Absolute wall-clock deadline (epoch seconds), given the record's produce time."""
+        if self.deadline_ms is None:
+            return None
+        return produced_at + self.deadline_ms / 1000.0
+
+
+def normalise_headers(raw: Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None) -> Headers:
+    """Headers as (str, bytes) pairs, whatever shape the client library handed them over in."""
+    if raw is None:
+        return ()
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    out: list[tuple[str, bytes]] = []
+    for key, value in items:
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        if value is None:
+            data = b""
+        elif isinstance(value, bytes):
+            data = value
+        else:
+            data = str(value).encode("utf-8", "surrogatepass")
+        out.append((name, data))
+    return tuple(out)
+
+
+def route_for(headers: Headers, key: bytes | None, default_topic: str) -> Route:
+    """The answer's route: ``reply-to`` when it names a legal topic, else ``default_topic``.
+
+    An illegal ``reply-to`` is not followed (the answer goes to the default topic); decoding
+    reports it as an ``INVALID_REQUEST``.
+    """
+    topic = default_topic
+    echoed: list[tuple[str, bytes]] = [CONTENT_TYPE]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == REPLY_TO_HEADER:
+            candidate = value.decode("utf-8", "replace").strip()
+            if _TOPIC_NAME.match(candidate):
+                topic = candidate
+        elif lowered.startswith(ECHO_HEADER_PREFIX):
+            echoed.append((name, value))
+    return Route(topic=topic, key=key, headers=tuple(echoed))
+
+
+def _check_reply_to(headers: Headers) -> None:
+    for name, value in headers:
+        if name.lower() == REPLY_TO_HEADER:
+            text = value.decode("utf-8", "replace").strip()
+            if not _TOPIC_NAME.match(text):
+                raise InvalidRequest(
+                    f"'reply-to' header {text[:80]!r} is not a legal Kafka topic name"
+                )
+
+
+def peek_id(value: bytes) -> JsonId:
+    """The request's ``id`` if the value is a JSON object with a usable one, else None."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict):
+        found = doc.get("id")
+        if _valid_id(found):
+            return found  # type: ignore[no-any-return]
+    return None
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_CHARS
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
+def decode_request(value: bytes | None, headers: Headers, limits: Limits) -> Request:
+    """Decode and validate one request value, or raise the RequestError that answers it."""
+    if value is None:
+        raise InvalidJson("the message has no value (a tombstone)")
+    if len(value) > limits.max_message_bytes:
+        raise InputTooLarge(
+            "message size in bytes", len(value), limits.max_message_bytes, "MAX_MESSAGE_BYTES"
+        )
+    _check_reply_to(headers)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(str(exc)) from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"request must be a JSON object, got {_json_type(doc)}")
+    unknown = set(doc) - {"id", "model", "version", "inputs", "deadline_ms"}
+    if unknown:
+        raise InvalidRequest(f"unknown fields: {', '.join(sorted(map(repr, unknown))[:5])}")
+    request_id = doc.get("id")
+    if not _valid_id(request_id):
+        raise InvalidRequest(
+            f"'id' must be a string of at most {MAX_ID_CHARS} characters or a 64-bit integer"
+        )
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string, such as \"minilm\"")
+    version = doc.get("version")
+    if version is not None and not isinstance(version, str):
+        raise InvalidRequest("'version' must be a string or null")
+    inputs = _validate_inputs(doc.get("inputs"), limits)
+    deadline_ms = doc.get("deadline_ms")
+    if deadline_ms is not None:
+        if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float):
+            raise InvalidRequest("'deadline_ms' must be a number of milliseconds or null")
+        if not 0 < deadline_ms <= 86_400_000:
+            raise InvalidRequest("'deadline_ms' must be > 0 and at most one day")
+    return Request(
+        id=request_id,
+        model=model,
+        version=version,
+        inputs=inputs,
+        deadline_ms=None if deadline_ms is None else float(deadline_ms),
+    )
+
+
+def _validate_inputs(inputs: Any, limits: Limits) -> tuple[str, ...]:
+    if not isinstance(inputs, list):
+        raise InvalidRequest(f"'inputs' must be a list of strings, got {_json_type(inputs)}")
+    if not inputs:
+        raise InvalidRequest("'inputs' must hold at least one string")
+    if len(inputs) > limits.max_inputs:
+        raise InputTooLarge(
+            "number of inputs", len(inputs), limits.max_inputs, "MAX_INPUTS_PER_REQUEST"
+        )
+    for index, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise InvalidRequest(f"inputs[{index}] must be a string, got {_json_type(text)}")
+        if len(text) > limits.max_input_chars:
+            raise InputTooLarge(
+                f"inputs[{index}] length in characters",
+                len(text),
+                limits.max_input_chars,
+                "MAX_INPUT_CHARS",
+            )
+    return tuple(inputs)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def encode_result(
+    request: Request,
+    version: str,
+    outputs: Any,
+    timing: Mapping[str, float],
+) -> bytes:
+    """A result record. ``outputs`` may be a numpy array (serialised without copies)."""
+    return orjson.dumps(
+        {
+            "id": request.id,
+            "model": request.model,
+            "version": version,
+            "outputs": outputs,
+            "timing": timing,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def encode_error(request_id: JsonId, error: RequestError) -> bytes:
+    """An error record with its stable code."""
+    return orjson.dumps(
+        {"id": request_id, "error": {"code": error.code.value, "message": error.message}}
+    )
+
+
+def decode_answer(value: bytes) -> dict[str, Any]:
+    """Parse an answer record (for clients and tests)."""
+    doc = orjson.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError("an answer is a JSON object")
+    return doc
+
+
+def encode_request(
+    inputs: Sequence[str],
+    *,
+    request_id: JsonId,
+    model: str = "minilm",
+    version: str | None = None,
+    deadline_ms: float | None = None,
+) -> bytes:
+    """A request record, as clients send it."""
+    doc: dict[str, Any] = {"id": request_id, "model": model, "inputs": list(inputs)}
+    if version is not None:
+        doc["version"] = version
+    if deadline_ms is not None:
+        doc["deadline_ms"] = deadline_ms
+    return orjson.dumps(doc)
+
+
+def now() -> float:
+    """Wall-clock seconds (epoch), the clock Kafka timestamps use."""
+    return time.time()

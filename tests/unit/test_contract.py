@@ -1,0 +1,152 @@
+"""The wire contract: decoding, validation, every error code, routing, encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from streams import contract
+from streams.contract import Limits
+from streams.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    InputTooLarge,
+    InternalError,
+    InvalidJson,
+    InvalidRequest,
+    RequestError,
+    UnknownModel,
+)
+
+LIMITS = Limits(max_message_bytes=4000, max_inputs=4, max_input_chars=50)
+
+
+def decode(doc: object, headers: contract.Headers = ()) -> contract.Request:
+    return contract.decode_request(orjson.dumps(doc), headers, LIMITS)
+
+
+def test_decodes_a_full_request() -> None:
+    request = decode(
+        {"id": "r1", "model": "minilm", "version": "v", "inputs": ["a", "b"], "deadline_ms": 250}
+    )
+    assert request == contract.Request("r1", "minilm", "v", ("a", "b"), 250.0)
+    assert request.deadline(100.0) == pytest.approx(100.25)
+
+
+def test_integer_ids_and_no_deadline() -> None:
+    request = decode({"id": 7, "model": "minilm", "inputs": ["x"]})
+    assert request.id == 7
+    assert request.deadline(5.0) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"not json", ErrorCode.INVALID_JSON),
+        (b"\xff\xfe\x00", ErrorCode.INVALID_JSON),
+        (b'{"id": "a", "model": "minilm", "inputs": [NaN]}', ErrorCode.INVALID_JSON),
+        (b'{"id": "a", "inputs": ["\\ud800"], "model": "minilm"}', ErrorCode.INVALID_JSON),
+        (b"[" * 1500 + b"]" * 1500, ErrorCode.INVALID_JSON),
+        (b"[1, 2]", ErrorCode.INVALID_REQUEST),
+        (b'{"model": "minilm", "inputs": ["a"]}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": true, "model": "minilm", "inputs": ["a"]}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": "a", "inputs": ["a"]}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": "a", "model": "minilm", "inputs": []}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": "a", "model": "minilm", "inputs": "a"}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": "a", "model": "minilm", "inputs": [1]}', ErrorCode.INVALID_REQUEST),
+        (b'{"id": "a", "model": "minilm", "inputs": ["a"], "extra": 1}', ErrorCode.INVALID_REQUEST),
+        (
+            b'{"id": "a", "model": "minilm", "inputs": ["a"], "deadline_ms": -1}',
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            b'{"id": "a", "model": "minilm", "inputs": ["a"], "deadline_ms": "5"}',
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            b'{"id": "a", "model": "minilm", "inputs": ["a","b","c","d","e"]}',
+            ErrorCode.INPUT_TOO_LARGE,
+        ),
+        (
+            b'{"id": "a", "model": "minilm", "inputs": ["' + b"x" * 51 + b'"]}',
+            ErrorCode.INPUT_TOO_LARGE,
+        ),
+        (
+            b'{"id": "a", "model": "minilm", "inputs": ["' + b"x" * 5000 + b'"]}',
+            ErrorCode.INPUT_TOO_LARGE,
+        ),
+    ],
+)
+def test_bad_requests_get_typed_errors(raw: bytes, code: ErrorCode) -> None:
+    with pytest.raises(RequestError) as info:
+        contract.decode_request(raw, (), LIMITS)
+    assert info.value.code is code
+    assert info.value.message
+
+
+def test_tombstone_is_invalid_json() -> None:
+    with pytest.raises(InvalidJson):
+        contract.decode_request(None, (), LIMITS)
+
+
+def test_illegal_reply_to_is_rejected_and_not_followed() -> None:
+    headers = (("reply-to", b"no spaces allowed"),)
+    with pytest.raises(InvalidRequest, match="reply-to"):
+        decode({"id": "a", "model": "minilm", "inputs": ["a"]}, headers)
+    assert contract.route_for(headers, b"k", "default").topic == "default"
+
+
+def test_route_follows_reply_to_and_echoes_x_headers() -> None:
+    headers = (
+        ("reply-to", b"answers.mine"),
+        ("x-request-id", b"abc"),
+        ("X-Tenant", b"t1"),
+        ("traceparent", b"00-1"),
+    )
+    route = contract.route_for(headers, b"key-1", "default")
+    assert route.topic == "answers.mine"
+    assert route.key == b"key-1"
+    assert ("x-request-id", b"abc") in route.headers
+    assert ("X-Tenant", b"t1") in route.headers
+    assert all(name != "traceparent" and name != "reply-to" for name, _ in route.headers)
+
+
+def test_every_error_code_encodes_with_its_code() -> None:
+    errors: list[RequestError] = [
+        InvalidJson("bad"),
+        InvalidRequest("shape"),
+        UnknownModel("bert", None, "minilm", "v1"),
+        InputTooLarge("inputs", 9, 4, "MAX_INPUTS_PER_REQUEST"),
+        DeadlineExceeded(12.0),
+        InternalError("boom"),
+    ]
+    assert {e.code for e in errors} == set(ErrorCode)
+    for error in errors:
+        doc = orjson.loads(contract.encode_error("id-1", error))
+        assert doc == {"id": "id-1", "error": {"code": error.code.value, "message": error.message}}
+
+
+def test_result_encodes_numpy_outputs() -> None:
+    request = contract.Request("r", "minilm", None, ("a",))
+    outputs = np.arange(6, dtype=np.float32).reshape(2, 3)
+    doc = orjson.loads(contract.encode_result(request, "v1", outputs, {"total_ms": 1.5}))
+    assert doc == {
+        "id": "r",
+        "model": "minilm",
+        "version": "v1",
+        "outputs": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],
+        "timing": {"total_ms": 1.5},
+    }
+
+
+def test_peek_id_recovers_ids_from_invalid_requests() -> None:
+    assert contract.peek_id(b'{"id": "x", "inputs": 3}') == "x"
+    assert contract.peek_id(b'{"id": {"nested": 1}}') is None
+    assert contract.peek_id(b"garbage") is None
+
+
+def test_headers_are_normalised_from_any_client_shape() -> None:
+    assert contract.normalise_headers({"a": b"1", "b": None}) == (("a", b"1"), ("b", b""))
+    assert contract.normalise_headers([(b"k", "v")]) == (("k", b"v"),)
+    assert contract.normalise_headers(None) == ()
