@@ -76,8 +76,8 @@ class KinferApp(faust.App):
             ),
         )
 
-    async def on_started(self) -> None:
-        await super().on_started()
+    async def _mark_ready(self, sender: object, assigned: object, **kwargs: object) -> None:
+        # ready once warm (on_first_start) and a member of the group with its assignment
         self.ready = True
 
     async def on_shutdown(self) -> None:
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     )
     app.kinfer_settings = settings
     app.in_flight = InFlightLimit(settings.max_in_flight)
+    app.on_partitions_assigned.connect(app._mark_ready)
     register_agent(app, settings)
     _register_health(app)
     return app

@@ -181,3 +181,7 @@ or in one step:
   kinfer infer "Kafka meets JAX"
 Ctrl-C stops the worker and the broker.
 """
+
+
+if __name__ == "__main__":
+    main()

@@ -95,6 +95,7 @@ def test_port_in_use_is_a_start_error(fresh_broker: EmbeddedBroker) -> None:
     clash = EmbeddedBroker(port=fresh_broker.port, start_timeout_s=2)
     with pytest.raises(BrokerStartError, match="already in use"):
         clash.start()
+    clash.stop()  # removes its temporary log
     assert fresh_broker.running
 
 
@@ -106,6 +107,7 @@ def test_broker_that_dies_is_a_start_error_with_log_tail() -> None:
         broker.start()
     assert "tansu-says-goodbye" in info.value.log_tail
     assert not broker.running
+    broker.stop()
 
 
 def test_sigterm_ignored_falls_back_to_sigkill(tmp_path: Path) -> None:
