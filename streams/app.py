@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     )
     app.kinfer_settings = settings
     app.in_flight = InFlightLimit(settings.max_in_flight)
-    app.on_partitions_assigned.connect(app._mark_ready)
+    app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
     _register_health(app)
     return app

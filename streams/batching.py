@@ -145,12 +145,12 @@ class MicroBatcher:
                 for piece in batch:
                     piece.job.fail(InternalError(f"batch failed: {exc!r}"))
 
-    async def _wait_for_input(self, timeout: float | None) -> bool:
+    async def _wait_for_input(self, within_s: float | None) -> bool:
         self._arrived.clear()
         if self._queue:
             return True
         try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
+            await asyncio.wait_for(self._arrived.wait(), within_s)
         except TimeoutError:
             return False
         return True
@@ -215,7 +215,8 @@ class MicroBatcher:
             await self._isolate_failure(pieces, exc)
             return
         elapsed = time.perf_counter() - started
-        self._compute_s = elapsed if self.batches_run == 0 else 0.8 * self._compute_s + 0.2 * elapsed
+        first = self.batches_run == 0
+        self._compute_s = elapsed if first else 0.8 * self._compute_s + 0.2 * elapsed
         self.batches_run += 1
         self.inputs_run += len(texts)
         offset = 0

@@ -5,6 +5,7 @@ Every option falls back on a ``KINFER_*`` setting (see ``kinfer settings``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -78,10 +79,8 @@ def broker(port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedBroker(port) as embedded:
         click.echo(f"Tansu broker ready on {embedded.bootstrap} (pid {embedded.pid}); Ctrl-C stops")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 @main.command()
@@ -152,7 +151,7 @@ def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None
 
     from streams.app import create_app
 
-    class Worker(faust.Worker):  # type: ignore[misc]
+    class Worker(faust.Worker):
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             if on_ready is not None:
@@ -174,7 +173,8 @@ def _example(settings: Settings) -> str:
 kinfer is ready: requests on '{settings.request_topic}', answers on '{settings.response_topic}'.
 
 Send a request and read its answer with kcat (librdkafka 2.16 from the confluent-kafka wheel):
-  kinfer kcat -- -P -t {settings.request_topic} -k user-1 -H x-request-id=hello-1 <<< {shlex.quote(request.decode())}
+  kinfer kcat -- -P -t {settings.request_topic} -k user-1 -H x-request-id=hello-1 \\
+      <<< {shlex.quote(request.decode())}
   kinfer kcat -- -C -t {settings.response_topic} -o -1 -e -f '%k %h %s\\n'
 or with plain kcat: LD_LIBRARY_PATH={lib} kcat -b {settings.bootstrap_servers} ...
 or in one step:

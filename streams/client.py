@@ -60,7 +60,7 @@ class InferenceClient:
         while True:
             found = self._consumer.partitions_for_topic(self.reply_topic)
             if found is None:
-                await self._consumer._client.force_metadata_update()  # noqa: SLF001
+                await self._consumer._client.force_metadata_update()
                 found = self._consumer.partitions_for_topic(self.reply_topic)
             if found:
                 return [TopicPartition(self.reply_topic, p) for p in sorted(found)]

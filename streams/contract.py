@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -137,7 +137,7 @@ def peek_id(value: bytes) -> JsonId:
     if isinstance(doc, dict):
         found = doc.get("id")
         if _valid_id(found):
-            return found  # type: ignore[no-any-return]
+            return cast(JsonId, found)
     return None
 
 

@@ -21,6 +21,9 @@ from streams.errors import InternalError, RequestError, UnknownModel
 
 log = logging.getLogger(__name__)
 
+#: A record to publish: topic, value, headers (the key is the request's).
+Outbound = tuple[str, bytes, Headers]
+
 DLQ_CODE_HEADER = "kinfer-error-code"
 DLQ_MESSAGE_HEADER = "kinfer-error-message"
 DLQ_TOPIC_HEADER = "kinfer-source-topic"
@@ -138,7 +141,7 @@ class RequestPipeline:
             if self._tails.get(key) is prepared.turn:
                 del self._tails[key]
 
-    async def _answer(self, prepared: Prepared) -> list[tuple[str, bytes, Headers]]:
+    async def _answer(self, prepared: Prepared) -> list[Outbound]:
         """The records to publish for this message: the answer, and a dead letter if due."""
         inbound, request = prepared.inbound, prepared.request
         error = prepared.error
@@ -161,7 +164,7 @@ class RequestPipeline:
         assert error is not None
         self.errors += 1
         request_id = request.id if request is not None else contract.peek_id(inbound.value or b"")
-        records = [
+        records: list[Outbound] = [
             (
                 prepared.route.topic,
                 contract.encode_error(request_id, error),
@@ -186,7 +189,7 @@ class RequestPipeline:
         )
 
     async def _publish_in_order(
-        self, prepared: Prepared, records: list[tuple[str, bytes, Headers]]
+        self, prepared: Prepared, records: list[Outbound]
     ) -> None:
         if prepared.previous is not None:
             await asyncio.shield(prepared.previous)
@@ -229,6 +232,10 @@ class RequestPipeline:
         first, cap = self._backoff
         delay = min(cap, first * 2 ** (attempt - 1))
         log.warning(
-            "publishing to %s failed (attempt %d, retrying in %.1fs): %r", topic, attempt, delay, exc
+            "publishing to %s failed (attempt %d, retrying in %.1fs): %r",
+            topic,
+            attempt,
+            delay,
+            exc,
         )
         await self._sleep(delay)

@@ -41,7 +41,9 @@ def topics(broker: EmbeddedBroker | ExternalBroker) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def worker(broker: EmbeddedBroker | ExternalBroker, topics: dict[str, str]) -> Iterator[WorkerProcess]:
+def worker(
+    broker: EmbeddedBroker | ExternalBroker, topics: dict[str, str]
+) -> Iterator[WorkerProcess]:
     with WorkerProcess(broker.bootstrap, topics) as process:
         yield process
 

@@ -80,12 +80,14 @@ class AnswerReader:
                 count += 1
         return count
 
-    async def collect(self, ids: Set[Hashable], timeout_s: float) -> dict[Hashable, dict[str, Any]]:
-        """Wait until every id in ``ids`` has an answer (TimeoutError lists how many are missing)."""
+    async def collect(
+        self, ids: Set[Hashable], timeout_s: float
+    ) -> dict[Hashable, dict[str, Any]]:
+        """Wait until every id in ``ids`` has an answer (TimeoutError says how many are missing)."""
         deadline = time.monotonic() + timeout_s
         while not ids <= self.answers.keys():
             if time.monotonic() > deadline:
                 missing = len(ids - self.answers.keys())
-                raise TimeoutError(f"{missing} of {len(ids)} answers missing after {timeout_s}s")
+                raise TimeoutError(f"{missing} of {len(ids)} answers missing after {timeout_s} s")
             await self.poll()
         return {key: self.answers[key] for key in ids}

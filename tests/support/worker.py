@@ -52,7 +52,9 @@ class WorkerProcess:
         env.setdefault("JAX_PLATFORMS", "cpu")
         self.env = env
         self.ready_timeout_s = ready_timeout_s
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="kinfer-worker-", suffix=".log")[1])
+        if log_path is None:
+            log_path = Path(tempfile.mkstemp(prefix="kinfer-worker-", suffix=".log")[1])
+        self.log_path = log_path
         self._log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 

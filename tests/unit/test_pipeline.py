@@ -119,7 +119,8 @@ async def test_errors_answer_and_dead_letter(
     assert len(dlq) == int(dead_letter)
     if dead_letter:
         _, key, raw, headers = dlq[0]
-        assert raw == value and key == b"key"
+        assert raw == value
+        assert key == b"key"
         assert headers["kinfer-error-code"] == code.encode()
         assert headers["kinfer-source-topic"] == b"requests"
         assert headers["kinfer-source-partition"] == b"0"

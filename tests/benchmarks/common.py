@@ -1,0 +1,265 @@
+"""Shared pieces of the benchmark run: texts, load generators, answer timing, CPU accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from streams.broker import ensure_topics
+from tests.benchmarks.bench_model import DEFAULT_TEXTS
+from tests.support.answers import AnswerReader
+
+#: The texts every row of the table runs (bench_model.py's, 8 short English sentences).
+TEXTS: tuple[str, ...] = DEFAULT_TEXTS
+#: The buckets kinfer serves by default (streams/settings.py), used by every kinfer row.
+SERVED = {
+    "KINFER_BATCH_BUCKETS": "1,8,32,64",
+    "KINFER_SEQ_BUCKETS": "32,64,128,256",
+    "KINFER_MAX_BATCH": "64",
+    "KINFER_MAX_WAIT_MS": "5",
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """utime + stime of the processes (from /proc/PID/stat), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / CLK_TCK
+
+
+def unique(prefix: str) -> str:
+    """A fresh name: topics and groups are never reused between scenarios."""
+    return f"bench-{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def request_value(request_id: str, inputs: Sequence[str]) -> bytes:
+    """A request record as clients send it."""
+    return orjson.dumps({"id": request_id, "model": "minilm", "inputs": list(inputs)})
+
+
+def inputs_for(index: int, per_message: int) -> list[str]:
+    """The inputs of message ``index``: the texts in turn."""
+    return [TEXTS[(index * per_message + j) % len(TEXTS)] for j in range(per_message)]
+
+
+class TimedReader(AnswerReader):
+    """An AnswerReader that stamps each answer's arrival (time.time()) and fetches eagerly."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self.arrived: dict[Hashable, float] = {}
+
+    def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        stamp = time.time()
+        super()._take(record)
+        answer_id = orjson.loads(record.value).get("id")
+        self.arrived.setdefault(answer_id, stamp)
+
+    async def collect_quietly(self, ids: set[Hashable], timeout_s: float) -> int:
+        """Poll until every id is answered or ``timeout_s`` passes; returns how many are missing."""
+        deadline = time.monotonic() + timeout_s
+        while not ids <= self.answers.keys() and time.monotonic() < deadline:
+            await self.poll(0.05)
+        return len(ids - self.answers.keys())
+
+
+async def make_topics(bootstrap: str, partitions: int, prefix: str) -> tuple[str, str]:
+    """A fresh request topic with ``partitions`` and its response topic."""
+    request_topic, response_topic = unique(f"{prefix}-req"), unique(f"{prefix}-resp")
+    await ensure_topics(bootstrap, {request_topic: partitions, response_topic: partitions})
+    return request_topic, response_topic
+
+
+def producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    """The load generator's producer."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=1 << 20
+    )
+
+
+@dataclass
+class Run:
+    """What one load run measured."""
+
+    messages: int
+    inputs: int
+    elapsed_s: float
+    missing: int
+    cpu_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inputs_per_s(self) -> float:
+        return self.inputs / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        answered = self.messages - self.missing
+        return 1000 * self.cpu_s / answered if answered else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "messages": self.messages,
+            "inputs": self.inputs,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "missing": self.missing,
+            "inputs_per_s": round(self.inputs_per_s, 1),
+            "messages_per_s": round(self.messages / self.elapsed_s, 1) if self.elapsed_s else 0,
+            "cpu_ms_per_request": round(self.cpu_ms_per_request, 2),
+            "timing_mean": {k: round(v, 3) for k, v in self.timing.items()},
+        }
+        if self.latencies_ms:
+            out["latency_ms"] = {
+                f"p{q}": round(percentile(self.latencies_ms, q), 1) for q in (50, 95, 99)
+            }
+        return out
+
+
+def mean_timing(answers: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each ``timing`` field over the answers that carry one."""
+    sums: dict[str, list[float]] = {}
+    for answer in answers:
+        for name, value in (answer.get("timing") or {}).items():
+            sums.setdefault(name, []).append(float(value))
+    return {name: statistics.fmean(values) for name, values in sums.items()}
+
+
+async def saturate(
+    bootstrap: str,
+    request_topic: str,
+    response_topic: str,
+    *,
+    messages: int,
+    per_message: int,
+    pids: Sequence[int],
+    timeout_s: float = 120.0,
+) -> Run:
+    """Produce a backlog of ``messages`` at once; time from the first send to the last answer."""
+    tag = uuid.uuid4().hex[:6]
+    ids = {f"s{tag}-{i}" for i in range(messages)}
+    async with TimedReader(bootstrap, response_topic) as reader:
+        prod = producer(bootstrap)
+        await prod.start()
+        try:
+            cpu0 = cpu_seconds(pids)
+            started = time.time()
+            futures = [
+                await prod.send(
+                    request_topic,
+                    request_value(f"s{tag}-{i}", inputs_for(i, per_message)),
+                    key=f"k{i}".encode(),
+                )
+                for i in range(messages)
+            ]
+            collecting = asyncio.ensure_future(reader.collect_quietly(ids, timeout_s))
+            await asyncio.gather(*futures)
+            missing = await collecting
+            cpu1 = cpu_seconds(pids)
+        finally:
+            await prod.stop()
+        arrivals = [reader.arrived[i] for i in ids if i in reader.arrived]
+        ended = max(arrivals) if arrivals else time.time()
+        answers = [reader.answers[i] for i in ids if i in reader.answers]
+    answered = messages - missing
+    return Run(
+        messages=messages,
+        inputs=answered * per_message,
+        elapsed_s=ended - started,
+        missing=missing,
+        cpu_s=cpu1 - cpu0,
+        timing=mean_timing(answers),
+    )
+
+
+async def paced(
+    bootstrap: str,
+    request_topic: str,
+    response_topic: str,
+    *,
+    rate: float,
+    seconds: float,
+    pids: Sequence[int],
+    per_message: int = 1,
+    drain_s: float = 30.0,
+) -> Run:
+    """Send ``rate`` messages/s for ``seconds``; latency = answer arrival - the request's send."""
+    tag = uuid.uuid4().hex[:6]
+    count = max(1, int(rate * seconds))
+    sent: dict[Hashable, float] = {}
+    async with TimedReader(bootstrap, response_topic) as reader:
+        prod = producer(bootstrap, linger_ms=0)
+        await prod.start()
+        stop = asyncio.Event()
+
+        async def read() -> None:
+            while not stop.is_set():
+                await reader.poll(0.02)
+
+        reading = asyncio.ensure_future(read())
+        try:
+            cpu0 = cpu_seconds(pids)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            wall0 = time.time()
+            for i in range(count):
+                delay = t0 + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                rid = f"p{tag}-{i}"
+                sent[rid] = time.time()
+                await prod.send(
+                    request_topic, request_value(rid, inputs_for(i, per_message)),
+                    key=f"k{i}".encode(),
+                )
+            deadline = time.monotonic() + drain_s
+            while not sent.keys() <= reader.answers.keys() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            cpu1 = cpu_seconds(pids)
+        finally:
+            stop.set()
+            await reading
+            await prod.stop()
+    latencies = [(reader.arrived[i] - sent[i]) * 1000 for i in sent if i in reader.arrived]
+    arrivals = [reader.arrived[i] for i in sent if i in reader.arrived]
+    missing = count - len(latencies)
+    return Run(
+        messages=count,
+        inputs=len(latencies) * per_message,
+        elapsed_s=(max(arrivals) - wall0) if arrivals else seconds,
+        missing=missing,
+        cpu_s=cpu1 - cpu0,
+        latencies_ms=latencies,
+        timing=mean_timing(reader.answers[i] for i in sent if i in reader.answers),
+    )

@@ -1,0 +1,185 @@
+"""kinfer end to end: worker processes on the embedded broker, saturated and paced."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.common import (
+    SERVED,
+    Run,
+    make_topics,
+    paced,
+    saturate,
+    unique,
+)
+from tests.support.worker import WorkerProcess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workers:
+    """The worker processes of one scenario and its topics."""
+
+    processes: list[WorkerProcess]
+    request_topic: str
+    response_topic: str
+    start_s: float
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+
+@contextlib.contextmanager
+def workers(
+    bootstrap: str, *, partitions: int, count: int, topics: tuple[str, str], log_dir: Path
+) -> Iterator[Workers]:
+    """``count`` workers in one fresh consumer group on fresh topics (served buckets)."""
+    request_topic, response_topic = topics
+    app_id = unique("app")
+    settings = {
+        **SERVED,
+        "KINFER_APP_ID": app_id,
+        "KINFER_REQUEST_TOPIC": request_topic,
+        "KINFER_RESPONSE_TOPIC": response_topic,
+        "KINFER_PARTITIONS": str(partitions),
+    }
+    processes = [
+        WorkerProcess(bootstrap, settings, log_path=log_dir / f"{app_id}-{n}.log")
+        for n in range(count)
+    ]
+    started = time.perf_counter()
+    try:
+        for process in processes:
+            process.start(wait=False)
+        for process in processes:
+            process.wait_ready()
+        # every member has its assignment once all are ready; give a last rebalance a moment
+        if count > 1:
+            time.sleep(2.0)
+        yield Workers(processes, request_topic, response_topic, time.perf_counter() - started)
+    finally:
+        for process in processes:
+            if process.proc is not None and process.proc.poll() is None:
+                process.terminate(15)
+            process.close()
+
+
+async def topics_for(bootstrap: str, partitions: int, prefix: str) -> tuple[str, str]:
+    """Fresh request/response topics."""
+    return await make_topics(bootstrap, partitions, prefix)
+
+
+async def warm(bootstrap: str, group: Workers) -> None:
+    """A few requests through the pipeline so connections and caches are hot."""
+    await saturate(
+        bootstrap, group.request_topic, group.response_topic, messages=32, per_message=1,
+        pids=group.pids, timeout_s=60,
+    )
+
+
+async def run_saturation(
+    bootstrap: str, group: Workers, *, seconds: float, per_message: int, expected_rate: float
+) -> Run:
+    """A backlog sized to take about ``seconds`` at ``expected_rate`` inputs/s."""
+    messages = max(8, int(seconds * expected_rate / per_message))
+    return await saturate(
+        bootstrap, group.request_topic, group.response_topic,
+        messages=messages, per_message=per_message, pids=group.pids,
+        timeout_s=max(60.0, 6 * seconds),
+    )
+
+
+async def run_paced(
+    bootstrap: str, group: Workers, *, rate: float, seconds: float
+) -> Run:
+    """Paced single-input requests at ``rate`` messages/s."""
+    return await paced(
+        bootstrap, group.request_topic, group.response_topic,
+        rate=rate, seconds=seconds, pids=group.pids,
+    )
+
+
+def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """Start ``py-spy record --format raw`` on ``pid`` (None when py-spy is missing)."""
+    import shutil
+    import sys
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return None
+    return subprocess.Popen(
+        [exe, "record", "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
+         "--threads", "--nonblocking", "--pid", str(pid), "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+#: Stage of a sampled stack: the first rule (leaf-most frame first) whose needle matches wins.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("compute", ("Executable.call", "_execute (jax", "block_until_ready", "__array__",
+                 "_value (jax", "pjit", "LoadedExecutable", "in_shardings")),
+    ("pad", ("pad_chunk",)),
+    ("plan buckets", ("plan_chunks", "_cover", "split_batch")),
+    ("tokenise", ("tokenize", "encode_batch")),
+    ("encode answer", ("encode_result", "describe (streams")),
+    ("decode request", ("decode_request", "route_for", "normalise_headers", "prepare (streams")),
+    ("commit", ("commit", "_commit")),
+    ("produce", ("send (aiokafka/producer", "producer", "_send_produce", "publish",
+                 "_publish")),
+    ("consume", ("fetcher", "getmany", "_fetch", "consumer", "events (faust", "__anext__")),
+    ("batching", ("batching.py",)),
+    ("event loop / other", ("",)),
+)
+
+
+def classify(stack: str) -> str:
+    """The stage a py-spy raw stack (frames ';'-joined, root first) belongs to."""
+    frames = stack.split(";")[::-1]
+    for frame in frames:
+        for stage, needles in STAGES[:-1]:
+            if any(needle in frame for needle in needles):
+                return stage
+    return STAGES[-1][0]
+
+
+def summarise_profile(path: Path) -> dict[str, Any]:
+    """Samples per stage (share of on-CPU samples), and per thread, from a raw py-spy file."""
+    stages: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    if not path.exists():
+        return {"error": f"no profile at {path}"}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        thread = stack.split(";", 1)[0]
+        threads[thread] = threads.get(thread, 0) + count
+        stage = classify(stack)
+        stages[stage] = stages.get(stage, 0) + count
+    if not total:
+        return {"error": "no samples"}
+    return {
+        "samples": total,
+        "stages": {k: round(100 * v / total, 1) for k, v in sorted(
+            stages.items(), key=lambda kv: -kv[1])},
+        "threads": {k: round(100 * v / total, 1) for k, v in sorted(
+            threads.items(), key=lambda kv: -kv[1])[:6]},
+    }
+
+
+def log_dir() -> Path:
+    """Where worker logs go."""
+    return Path(tempfile.mkdtemp(prefix="kinfer-bench-"))
