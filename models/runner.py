@@ -45,6 +45,10 @@ def _check_buckets(field: str, buckets: tuple[int, ...]) -> tuple[int, ...]:
 class RunnerConfig:
     """Shapes and precision a runner serves. Defaults are measured on a 2-core CPU.
 
+    On CPU throughput saturates near batch 16 for short texts, and batches above 4 get slower
+    per sentence at 256 tokens, so bigger batch buckets only add latency there; 15 shapes
+    compile in about 10 s. On a GPU use large batch buckets (e.g. 64..1024) and bfloat16.
+
     Attributes:
         batch_buckets: padded batch sizes; one executable each per seq bucket.
         seq_buckets: padded token lengths; texts longer than the largest are truncated to it
@@ -55,7 +59,7 @@ class RunnerConfig:
             cost more than rows, to pad up to the nearest bucket instead).
     """
 
-    batch_buckets: tuple[int, ...] = (1, 4, 16, 32)
+    batch_buckets: tuple[int, ...] = (1, 4, 16)
     seq_buckets: tuple[int, ...] = (16, 32, 64, 128, 256)
     dtype: str = "float32"
     call_cost_rows: float = CALL_COST_ROWS

@@ -52,12 +52,15 @@ def register_agent(app: KinferApp, settings: Settings) -> None:
     @app.agent(topic, name="kinfer.serve")
     async def serve(stream: Any) -> None:
         manual = stream.noack()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = app.handler_tasks
         async for event in manual.events():
             pipeline = app.pipeline
             assert pipeline is not None, "the pipeline is built before the consumer starts"
             prepared = pipeline.prepare(inbound_from_event(event))
             await app.in_flight.acquire(prepared.weight)
+            if app.abandon_new:  # a graceful stop ran out of time: leave it uncommitted
+                app.in_flight.release(prepared.weight)
+                continue
             task = asyncio.create_task(_answer_then_ack(app, manual, event, prepared))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

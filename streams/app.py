@@ -3,12 +3,25 @@
 Start-up order: the model is loaded and every shape bucket compiled (warm-up) and the topics are
 created *before* the consumer joins its group, so no request ever waits on a compile and the
 worker only reports ready once it can answer at full speed.
+
+Broker restart: a watcher checks every ``TOPIC_WATCH_INTERVAL_S`` that the request topic still
+exists; when it is gone (a broker that lost its storage), it creates the declared topics again and
+forces a metadata refresh, so the consumer resubscribes and the group gets its partitions back
+without a restart of the worker.
+
+Graceful stop (SIGTERM): the consumer stops fetching, the requests already taken are answered,
+acked and committed; that wait is bounded by ``shutdown_timeout_s``. Requests still unanswered
+then are cancelled and stay uncommitted (another worker answers them). The whole stop ends within
+``shutdown_timeout_s`` + ``SHUTDOWN_GRACE_S``; past that the process exits hard (code 70).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import time
 from typing import Any
 
@@ -19,7 +32,7 @@ from faust.web import View
 
 from streams.agents import register_agent
 from streams.batching import MicroBatcher
-from streams.broker import ensure_topics
+from streams.broker import BrokerError, ensure_topics
 from streams.contract import Limits
 from streams.flow import InFlightLimit
 from streams.pipeline import RequestPipeline, ServedModel
@@ -29,6 +42,13 @@ from streams.settings import Settings, get_settings
 from streams.topics import declared_topics
 
 log = logging.getLogger(__name__)
+
+#: How often the worker checks that its request topic still exists (broker restart).
+TOPIC_WATCH_INTERVAL_S = 2.0
+#: Time a graceful stop may take beyond ``shutdown_timeout_s`` (leave the group, close clients).
+SHUTDOWN_GRACE_S = 10.0
+#: Exit code of a stop that overran ``shutdown_timeout_s + SHUTDOWN_GRACE_S``.
+EXIT_SHUTDOWN_OVERRUN = 70
 
 
 class KinferApp(faust.App):
@@ -40,6 +60,12 @@ class KinferApp(faust.App):
     in_flight: InFlightLimit
     runner: Any = None
     ready: bool = False
+    #: the agent's per-message tasks (answer, then ack)
+    handler_tasks: set[asyncio.Task[None]]
+    #: set once a graceful stop gave up waiting: the agent starts nothing more
+    abandon_new: bool = False
+    _stopping: bool = False
+    _topic_watch: asyncio.Task[None] | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -69,12 +95,98 @@ class KinferApp(faust.App):
             served=ServedModel(self.runner.name, self.runner.version),
             default_topic=settings.response_topic,
             dead_letter_topic=settings.dead_letter_topic,
+            max_answer_bytes=self.conf.producer_max_request_size - 4096,
             limits=Limits(
                 max_message_bytes=settings.max_message_bytes,
                 max_inputs=settings.max_inputs_per_request,
                 max_input_chars=settings.max_input_chars,
             ),
         )
+        self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
+
+    async def _watch_topics(self) -> None:
+        """Recreate the declared topics when the broker lost them, then resubscribe."""
+        settings = self.kinfer_settings
+        while True:
+            await asyncio.sleep(TOPIC_WATCH_INTERVAL_S)
+            try:
+                if await self._request_topic_exists():
+                    continue
+                log.warning(
+                    "topic %r is gone (broker restarted?): creating the topics again",
+                    settings.request_topic,
+                )
+                await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
+                await self._refresh_consumer_metadata()
+            except asyncio.CancelledError:
+                raise
+            except (BrokerError, Exception) as exc:  # broker down: try again later
+                log.info("topic watch: %r", exc)
+
+    async def _request_topic_exists(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        settings = self.kinfer_settings
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+        )
+        try:
+            async with asyncio.timeout(10):
+                await admin.start()
+                topics = await admin.list_topics()
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        return settings.request_topic in topics
+
+    async def _refresh_consumer_metadata(self) -> None:
+        """Nudge aiokafka: new metadata shows the recreated topic, which triggers a rejoin."""
+        thread = getattr(self.consumer, "_thread", None)
+        consumer = getattr(thread, "_consumer", None)
+        client = getattr(consumer, "_client", None)
+        if client is not None:
+            client.force_metadata_update()
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._topic_watch is not None:
+            self._topic_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._topic_watch
+        bound = self.kinfer_settings.shutdown_timeout_s + SHUTDOWN_GRACE_S
+        watchdog = threading.Timer(bound, _exit_hard, args=(bound,))
+        watchdog.daemon = True
+        watchdog.start()
+        await super().on_stop()
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        # Called on stop and on every rebalance; the bound applies to the stop only.
+        if not self._stopping:
+            await super()._consumer_wait_empty(consumer, logger)
+            return
+        timeout = self.kinfer_settings.shutdown_timeout_s
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(super()._consumer_wait_empty(consumer, logger), timeout)
+        except TimeoutError:
+            self.abandon_new = True
+            pending = [task for task in self.handler_tasks if not task.done()]
+            log.warning(
+                "graceful stop: %d requests still unanswered after %.1fs "
+                "(KINFER_SHUTDOWN_TIMEOUT_S): left uncommitted",
+                len(pending),
+                timeout,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await consumer.commit()
+        else:
+            log.info(
+                "graceful stop: every started request answered and committed in %.2fs",
+                time.monotonic() - started,
+            )
 
     async def _mark_ready(self, sender: object, assigned: object, **kwargs: object) -> None:
         # ready once warm (on_first_start) and a member of the group with its assignment
@@ -114,10 +226,17 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     )
     app.kinfer_settings = settings
     app.in_flight = InFlightLimit(settings.max_in_flight)
+    app.handler_tasks = set()
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
     _register_health(app)
     return app
+
+
+def _exit_hard(bound: float) -> None:
+    log.error("graceful stop overran %.1fs: exiting hard", bound)
+    logging.shutdown()
+    os._exit(EXIT_SHUTDOWN_OVERRUN)
 
 
 def _register_health(app: KinferApp) -> None:

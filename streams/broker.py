@@ -269,7 +269,12 @@ class EmbeddedBroker:
         self._log_file = self.log_path.open("ab")
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                # its own session: a Ctrl-C meant for the worker must not stop the broker first
+                start_new_session=True,
             )
         except OSError as exc:
             self._close_log()

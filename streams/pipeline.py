@@ -17,7 +17,7 @@ from typing import Protocol
 from streams import contract
 from streams.batching import MicroBatcher, describe
 from streams.contract import Headers, Limits, Request, Route
-from streams.errors import InternalError, RequestError, UnknownModel
+from streams.errors import InputTooLarge, InternalError, RequestError, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class RequestPipeline:
         default_topic: str,
         dead_letter_topic: str,
         limits: Limits,
+        max_answer_bytes: int = 8 * 1024 * 1024,
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -100,6 +101,7 @@ class RequestPipeline:
         self._default_topic = default_topic
         self._dead_letter_topic = dead_letter_topic
         self._limits = limits
+        self._max_answer_bytes = max_answer_bytes
         self._backoff = retry_backoff_s
         self._sleep = sleep
         self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
@@ -156,11 +158,17 @@ class RequestPipeline:
                 log.exception("unexpected failure answering %r", request.id)
                 error = InternalError(f"unexpected failure: {exc!r}")
             else:
-                self.answered += 1
                 value = contract.encode_result(
                     request, self._served.version, result.outputs, describe(result)
                 )
-                return [(prepared.route.topic, value, prepared.route.headers)]
+                if len(value) <= self._max_answer_bytes:
+                    self.answered += 1
+                    return [(prepared.route.topic, value, prepared.route.headers)]
+                # the producer would refuse it forever: answer with an error instead
+                error = InputTooLarge(
+                    "answer size in bytes", len(value), self._max_answer_bytes,
+                    "MAX_MESSAGE_BYTES (answers may be 8 times it)",
+                )
         assert error is not None
         self.errors += 1
         request_id = request.id if request is not None else contract.peek_id(inbound.value or b"")

@@ -117,6 +117,7 @@ class Run:
     elapsed_s: float
     missing: int
     cpu_s: float
+    broker_cpu_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -138,6 +139,9 @@ class Run:
             "inputs_per_s": round(self.inputs_per_s, 1),
             "messages_per_s": round(self.messages / self.elapsed_s, 1) if self.elapsed_s else 0,
             "cpu_ms_per_request": round(self.cpu_ms_per_request, 2),
+            "broker_cpu_ms_per_request": round(
+                1000 * self.broker_cpu_s / max(1, self.messages - self.missing), 2
+            ),
             "timing_mean": {k: round(v, 3) for k, v in self.timing.items()},
         }
         if self.latencies_ms:
@@ -165,6 +169,7 @@ async def saturate(
     per_message: int,
     pids: Sequence[int],
     timeout_s: float = 120.0,
+    broker_pid: int | None = None,
 ) -> Run:
     """Produce a backlog of ``messages`` at once; time from the first send to the last answer."""
     tag = uuid.uuid4().hex[:6]
@@ -173,7 +178,7 @@ async def saturate(
         prod = producer(bootstrap)
         await prod.start()
         try:
-            cpu0 = cpu_seconds(pids)
+            cpu0, bcpu0 = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
             started = time.time()
             futures = [
                 await prod.send(
@@ -186,7 +191,7 @@ async def saturate(
             collecting = asyncio.ensure_future(reader.collect_quietly(ids, timeout_s))
             await asyncio.gather(*futures)
             missing = await collecting
-            cpu1 = cpu_seconds(pids)
+            cpu1, bcpu1 = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
         finally:
             await prod.stop()
         arrivals = [reader.arrived[i] for i in ids if i in reader.arrived]
@@ -199,6 +204,7 @@ async def saturate(
         elapsed_s=ended - started,
         missing=missing,
         cpu_s=cpu1 - cpu0,
+        broker_cpu_s=bcpu1 - bcpu0,
         timing=mean_timing(answers),
     )
 

@@ -88,14 +88,15 @@ async def warm(bootstrap: str, group: Workers) -> None:
 
 
 async def run_saturation(
-    bootstrap: str, group: Workers, *, seconds: float, per_message: int, expected_rate: float
+    bootstrap: str, group: Workers, *, seconds: float, per_message: int, expected_rate: float,
+    broker_pid: int | None = None,
 ) -> Run:
     """A backlog sized to take about ``seconds`` at ``expected_rate`` inputs/s."""
     messages = max(8, int(seconds * expected_rate / per_message))
     return await saturate(
         bootstrap, group.request_topic, group.response_topic,
         messages=messages, per_message=per_message, pids=group.pids,
-        timeout_s=max(60.0, 6 * seconds),
+        timeout_s=max(60.0, 6 * seconds), broker_pid=broker_pid,
     )
 
 

@@ -165,3 +165,16 @@ async def test_answers_keep_the_order_of_their_partition(batcher: MicroBatcher) 
     answers = [orjson.loads(r[2]) for r in publisher.records if r[0] == "responses"]
     ids = [a["id"] for a in answers]
     assert ids == [None if i % 3 == 0 else f"r{i}" for i in range(30)]
+
+
+async def test_answer_too_large_for_the_producer_becomes_an_error(batcher: MicroBatcher) -> None:
+    publisher = FakePublisher()
+    pipeline = RequestPipeline(
+        batcher=batcher, publisher=publisher, served=ServedModel("minilm", "v1"),
+        default_topic="responses", dead_letter_topic="requests.dlq",
+        limits=Limits(), max_answer_bytes=60,
+    )
+    await pipeline.handle(pipeline.prepare(inbound(GOOD)))
+    answer = orjson.loads(publisher.records[0][2])
+    assert answer["error"]["code"] == "INPUT_TOO_LARGE"
+    assert "answer size" in answer["error"]["message"]

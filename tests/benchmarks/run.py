@@ -1,0 +1,339 @@
+"""`make bench`: the model's limit, the pipeline end to end, peers and scaling, in one table.
+
+    python -m tests.benchmarks.run [--quick] [--json bench-results/bench.json]
+
+Starts its own embedded Tansu broker on a free 127.0.0.1 port and kinfer workers as separate
+processes (tests/support/worker.py) with the default served buckets (batch 1,8,32,64; seq
+32,64,128,256; max_batch 64, max_wait 5 ms). Every scenario uses fresh topics and a fresh
+consumer group. Targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streams.broker import EmbeddedBroker
+from tests.benchmarks import peers
+from tests.benchmarks.bench_model import measure_raw, measure_with_tokenisation
+from tests.benchmarks.common import SERVED, TEXTS
+from tests.benchmarks.pipeline import (
+    log_dir,
+    py_spy_record,
+    run_paced,
+    run_saturation,
+    summarise_profile,
+    topics_for,
+    warm,
+    workers,
+)
+
+log = logging.getLogger("bench")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+class Table:
+    """Rows of the one table, also kept for the JSON."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, section: str, what: str, value: float | None, unit: str = "inputs/s",
+            ratio: float | None = None, ratio_of: str = "", note: str = "") -> None:
+        self.rows.append({"section": section, "what": what, "value": value, "unit": unit,
+                          "ratio": ratio, "ratio_of": ratio_of, "note": note})
+        print(f"  [{section}] {what}: {_fmt(value)} {unit} {note}", flush=True)
+
+    def render(self) -> str:
+        head = f"| {'#':<2} | {'what':<58} | {'value':>10} | {'unit':<10} | {'ratio':>16} | note"
+        lines = [head, "|" + "---|" * 6]
+        for row in self.rows:
+            ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x {row['ratio_of']}"
+            lines.append(
+                f"| {row['section']:<2} | {row['what']:<58} | {_fmt(row['value']):>10} | "
+                f"{row['unit']:<10} | {ratio:>16} | {row['note']}"
+            )
+        return "\n".join(lines)
+
+
+def measure_limit(args: argparse.Namespace, results: dict[str, Any], table: Table) -> Any:
+    """Row 1: the raw jitted model on ready arrays, and with tokenisation, in this process."""
+    from models.registry import load
+    from models.runner import RunnerConfig
+
+    config = RunnerConfig(batch_buckets=args.batch_buckets, seq_buckets=args.seq_buckets)
+    started = time.perf_counter()
+    runner = load("minilm", config=config)
+    runner.warm_up()
+    results["limit"] = {"warm_up_s": round(time.perf_counter() - started, 1), "raw": []}
+    seqs = (min(config.seq_buckets),) if args.quick else config.seq_buckets
+    lengths = runner._servable.tokenize(list(TEXTS), max(config.seq_buckets)).lengths
+    for seq in seqs:
+        for batch in config.batch_buckets:
+            rate = measure_raw(runner, batch, seq, args.raw_seconds)
+            results["limit"]["raw"].append({"batch": batch, "seq": seq, "inputs_per_s": rate})
+            if seq == min(config.seq_buckets) or batch == max(config.batch_buckets):
+                table.add("1", f"raw jitted model, ready arrays, batch {batch} x seq {seq}", rate)
+    texts = list(TEXTS) * (max(config.batch_buckets) // len(TEXTS))
+    with_tok = measure_with_tokenisation(runner, texts, args.tok_seconds)
+    one = measure_with_tokenisation(runner, [TEXTS[0]], args.tok_seconds / 2)
+    _, timing = runner.infer(texts)
+    results["limit"]["with_tokenisation"] = {
+        "texts_per_call": len(texts), "inputs_per_s": with_tok,
+        "mean_tokens": float(lengths.mean()), "max_tokens": int(lengths.max()),
+        "padded_shapes": [list(s) for s in timing.padded_shapes],
+        "tokenize_ms": timing.tokenize_ms, "compute_ms": timing.compute_ms,
+    }
+    results["limit"]["with_tokenisation_one_text"] = {"inputs_per_s": one}
+    raw_full = next(r["inputs_per_s"] for r in results["limit"]["raw"]
+                    if r["batch"] == max(config.batch_buckets) and r["seq"] == seqs[0])
+    table.add("1", f"model with tokenisation, {len(texts)} texts per call (THE LIMIT)", with_tok,
+              ratio=with_tok / raw_full, ratio_of="raw",
+              note=f"texts {lengths.mean():.0f} tokens mean, max {lengths.max()}: "
+              f"padded {timing.padded_shapes[0]}; tokenise {timing.tokenize_ms:.1f} ms + "
+              f"compute {timing.compute_ms:.1f} ms per call")
+    table.add("1", "model with tokenisation, 1 text per call", one)
+    return runner
+
+
+async def measure_pipeline(
+    args: argparse.Namespace, broker: EmbeddedBroker, limit: float,
+    results: dict[str, Any], table: Table,
+) -> float:
+    """Row 2 (and scaling's 4-partition/1-worker point): saturation, backfill, paced latency."""
+    logs = args.log_dir
+    topics = await topics_for(broker.bootstrap, 4, "main")
+    out: dict[str, Any] = {"partitions": 4, "workers": 1, "served": SERVED}
+    with workers(broker.bootstrap, partitions=4, count=1, topics=topics, log_dir=logs) as group:
+        out["worker_start_s"] = round(group.start_s, 1)
+        await warm(broker.bootstrap, group)
+        sat1 = await run_saturation(broker.bootstrap, group, seconds=args.seconds,
+                                    per_message=1, expected_rate=limit, broker_pid=broker.pid)
+        broker_cpu = 1000 * sat1.broker_cpu_s / max(1, sat1.messages - sat1.missing)
+        out["saturation_1"] = sat1.summary()
+        table.add("2", "kinfer end to end, 1 input/message, saturated", sat1.inputs_per_s,
+                  ratio=sat1.inputs_per_s / limit, ratio_of="limit",
+                  note=f"target >= 0.90x: {_met(sat1.inputs_per_s / limit >= 0.9)}; "
+                  f"{sat1.messages} msgs, mean batch {sat1.timing.get('batch_size', 0):.1f}")
+        sat64 = await run_saturation(broker.bootstrap, group, seconds=args.seconds,
+                                     per_message=64, expected_rate=limit)
+        out["saturation_64"] = sat64.summary()
+        table.add("2", "kinfer end to end, 64 inputs/message (backfill), saturated",
+                  sat64.inputs_per_s, ratio=sat64.inputs_per_s / limit, ratio_of="limit",
+                  note=f"target >= 0.90x: {_met(sat64.inputs_per_s / limit >= 0.9)}; "
+                  f"{sat64.messages} msgs")
+        half = await run_paced(broker.bootstrap, group, rate=sat1.inputs_per_s / 2,
+                               seconds=args.seconds)
+        quarter = await run_paced(broker.bootstrap, group, rate=sat1.inputs_per_s / 4,
+                                  seconds=args.seconds / 2)
+        out["paced_half"] = half.summary()
+        out["paced_quarter"] = quarter.summary()
+        lat = out["paced_half"]["latency_ms"]
+        batch_ms = half.timing.get("tokenize_ms", 0) + half.timing.get("compute_ms", 0)
+        bound = float(SERVED["KINFER_MAX_WAIT_MS"]) + 2 * batch_ms
+        full_batch_ms = 1000 * 64 / limit
+        out["latency_target_ms"] = {"bound": bound, "one_batch_ms": batch_ms,
+                                    "full_batch_ms": full_batch_ms}
+        table.add("2", f"latency p50 at half load ({sat1.inputs_per_s / 2:.0f} msg/s, paced)",
+                  lat["p50"], "ms", note=f"mean batch {half.timing.get('batch_size', 0):.1f}, "
+                  f"queue {half.timing.get('queue_ms', 0):.1f} ms, model {batch_ms:.1f} ms/batch")
+        table.add("2", "latency p95 at half load", lat["p95"], "ms")
+        table.add("2", "latency p99 at half load", lat["p99"], "ms",
+                  note=f"target <= max_wait 5 + 2 x {batch_ms:.1f} = {bound:.1f} ms: "
+                  f"{_met(lat['p99'] <= bound)} (a full 64-batch computes in {full_batch_ms:.0f} ms)")
+        for name, run in (("1/4 load", quarter), ("1/2 load", half), ("saturated", sat1)):
+            table.add("4", f"worker CPU per request, 1 input/msg, {name}",
+                      run.cpu_ms_per_request, "CPU-ms",
+                      note=f"{run.messages / run.elapsed_s:.0f} msg/s; broker "
+                      f"{broker_cpu:.2f} CPU-ms/req at saturation" if name == "saturated" else
+                      f"{run.messages / run.elapsed_s:.0f} msg/s")
+        table.add("4", "worker CPU per input, 64 inputs/msg, saturated",
+                  sat64.cpu_s * 1000 / max(1, sat64.inputs), "CPU-ms")
+        if args.profile_seconds > 0:
+            out["profile"] = await _profile(args, broker, group, limit)
+    results["pipeline"] = out
+    return sat1.inputs_per_s
+
+
+def _met(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+async def _profile(args: argparse.Namespace, broker: EmbeddedBroker, group: Any,
+                   limit: float) -> dict[str, Any]:
+    """py-spy on the worker during another 1-input saturation run."""
+    raw = args.log_dir / "worker-profile.txt"
+    spy = py_spy_record(group.pids[0], args.profile_seconds, raw)
+    if spy is None:
+        return {"error": "py-spy not installed (pip install py-spy)"}
+    await asyncio.sleep(0.5)
+    await run_saturation(broker.bootstrap, group, seconds=args.profile_seconds + 1,
+                         per_message=1, expected_rate=limit)
+    await asyncio.to_thread(spy.wait, args.profile_seconds + 30)
+    summary = summarise_profile(raw)
+    summary["raw"] = str(raw)
+    return summary
+
+
+async def measure_scaling(
+    args: argparse.Namespace, broker: EmbeddedBroker, limit: float, main_rate: float,
+    results: dict[str, Any], table: Table,
+) -> None:
+    """Row 4: partitions x worker processes (one consumer group), 1 input per message."""
+    points: list[dict[str, Any]] = [{"partitions": 4, "workers": 1, "inputs_per_s": main_rate,
+                                     "from": "row 2"}]
+    for partitions, count in args.scaling:
+        if (partitions, count) == (4, 1):
+            continue
+        topics = await topics_for(broker.bootstrap, partitions, f"p{partitions}w{count}")
+        with workers(broker.bootstrap, partitions=partitions, count=count, topics=topics,
+                     log_dir=args.log_dir) as group:
+            await warm(broker.bootstrap, group)
+            run = await run_saturation(broker.bootstrap, group, seconds=args.seconds,
+                                       per_message=1, expected_rate=limit)
+        points.append({"partitions": partitions, "workers": count, **run.summary()})
+    points.sort(key=lambda p: (p["workers"], p["partitions"]))
+    for point in points:
+        rate = point["inputs_per_s"]
+        note = ""
+        if point["workers"] > 1:
+            note = "2 workers share 2 cores (each JAX forward wants both)"
+            if point["partitions"] == 1:
+                note += "; 1 partition: the second worker idles"
+        cost = point.get("cpu_ms_per_request")
+        if cost is not None:
+            note = f"{cost:.1f} CPU-ms/req" + (f"; {note}" if note else "")
+        table.add("4", f"{point['partitions']} partition(s), {point['workers']} worker(s), "
+                  "1 input/msg, saturated", rate, ratio=rate / main_rate,
+                  ratio_of="4p/1w", note=note)
+    results["scaling"] = points
+
+
+async def measure_peers(
+    args: argparse.Namespace, broker: EmbeddedBroker, runner: Any, limit: float,
+    kinfer_rate: float, results: dict[str, Any], table: Table,
+) -> None:
+    """Row 3: aiokafka per-message loop, Quix Streams, sentence-transformers."""
+    out: dict[str, Any] = {}
+    one = results["limit"]["with_tokenisation_one_text"]["inputs_per_s"]
+    aiok = await peers.run_aiokafka_peer(broker.bootstrap, runner, seconds=args.seconds / 2,
+                                         expected_rate=one, partitions=4)
+    out["aiokafka_loop"] = aiok.summary()
+    ratio = kinfer_rate / aiok.inputs_per_s if aiok.inputs_per_s else float("nan")
+    table.add("3", "(a) aiokafka loop, one message at a time, same model", aiok.inputs_per_s,
+              ratio=ratio, ratio_of="kinfer/peer",
+              note=f"target kinfer >= 3x: {_met(ratio >= 3)}; {aiok.cpu_ms_per_request:.1f} "
+              "CPU-ms/req (driver included)")
+    quix, why, info = await peers.run_quix_peer(
+        broker.bootstrap, args.quix_venv, seconds=args.seconds / 2, expected_rate=one,
+        partitions=4,
+    )
+    out["quix"] = {"why": why, **info, **(quix.summary() if quix else {})}
+    if quix is not None:
+        table.add("3", "(b) Quix Streams app, consume -> model -> produce", quix.inputs_per_s,
+                  ratio=kinfer_rate / quix.inputs_per_s, ratio_of="kinfer/peer",
+                  note=f"quixstreams {info.get('quixstreams')}, librdkafka "
+                  f"{info.get('librdkafka')}; {quix.cpu_ms_per_request:.1f} CPU-ms/req")
+    else:
+        table.add("3", "(b) Quix Streams app, consume -> model -> produce", None, note=why)
+    st, why = await asyncio.to_thread(peers.run_sentence_transformers, args.st_venv,
+                                      seconds=args.tok_seconds)
+    out["sentence_transformers"] = st or {"why": why}
+    if st is not None:
+        for size, rate in st["sentences_per_s"].items():
+            table.add("3", f"(c) sentence-transformers (PyTorch CPU) alone, batch {size}", rate,
+                      ratio=kinfer_rate / rate, ratio_of="kinfer/peer",
+                      note=f"torch {st['torch']}, {st['torch_threads']} threads; "
+                      f"vs kinfer limit {limit / rate:.2f}x")
+    else:
+        table.add("3", "(c) sentence-transformers (PyTorch CPU) alone", None, note=why)
+    results["peers"] = out
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    table = Table()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "gpu": "none (JAX_PLATFORMS=cpu)"},
+        "command": "python -m tests.benchmarks.run" + (" --quick" if args.quick else ""),
+        "texts": list(TEXTS),
+    }
+    started = time.perf_counter()
+    with EmbeddedBroker(silent=True) as broker:
+        print(f"embedded Tansu broker at {broker.bootstrap}; logs in {args.log_dir}", flush=True)
+        runner = measure_limit(args, results, table)
+        limit = results["limit"]["with_tokenisation"]["inputs_per_s"]
+        kinfer_rate = await measure_pipeline(args, broker, limit, results, table)
+        await measure_peers(args, broker, runner, limit, kinfer_rate, results, table)
+        await measure_scaling(args, broker, limit, kinfer_rate, results, table)
+        runner.close()
+    results["table"] = table.rows
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    print()
+    print(table.render())
+    profile = results["pipeline"].get("profile")
+    if profile:
+        print(f"\nworker profile (py-spy, on-CPU samples, 1 input/msg saturated): "
+              f"{json.dumps(profile.get('stages', profile))}")
+    print(f"\ntotal {results['total_s']} s; JSON: {args.json}")
+    return results
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="about 2 minutes: fewer points")
+    parser.add_argument("--json", type=Path, default=Path("bench-results/bench.json"))
+    parser.add_argument("--st-venv", type=Path, default=Path(
+        os.environ.get("KINFER_ST_VENV", "/tmp/st-venv" if Path("/tmp/st-venv").exists()
+                       else ".st-venv")))
+    parser.add_argument("--quix-venv", type=Path, default=Path(
+        os.environ.get("KINFER_QUIX_VENV", "/tmp/quix-venv" if Path("/tmp/quix-venv").exists()
+                       else ".quix-venv")))
+    parser.add_argument("--seconds", type=float, help="length of each pipeline scenario")
+    parser.add_argument("--profile-seconds", type=float, help="py-spy run; 0 skips it")
+    args = parser.parse_args(argv)
+    args.batch_buckets = _ints(SERVED["KINFER_BATCH_BUCKETS"])
+    args.seq_buckets = _ints(SERVED["KINFER_SEQ_BUCKETS"])
+    if args.quick:
+        args.seconds = args.seconds or 4.0
+        args.raw_seconds, args.tok_seconds = 0.5, 1.5
+        args.profile_seconds = 4.0 if args.profile_seconds is None else args.profile_seconds
+        args.scaling = [(1, 1), (4, 2)]
+    else:
+        args.seconds = args.seconds or 10.0
+        args.raw_seconds, args.tok_seconds = 1.0, 3.0
+        args.profile_seconds = 8.0 if args.profile_seconds is None else args.profile_seconds
+        args.scaling = [(1, 1), (2, 1), (1, 2), (2, 2), (4, 2)]
+    args.log_dir = log_dir()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    results = asyncio.run(main_async(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    return results
+
+
+if __name__ == "__main__":
+    main()
