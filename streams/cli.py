@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 import orjson
+from pydantic import ValidationError
 
 from streams.settings import Settings
 
@@ -23,7 +24,14 @@ DEFAULT_PORT = 9092
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"KINFER_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid settings: {problems}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +59,7 @@ def run(port: int, loglevel: str) -> None:
     """
     from streams.broker import BrokerError, EmbeddedBroker
 
+    _settings()  # refuse bad settings before starting anything
     broker = EmbeddedBroker(port, silent=True)
     try:
         broker.start()
