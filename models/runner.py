@@ -138,12 +138,17 @@ class ModelRunner:
         """True once warm_up() has compiled every bucket shape."""
         return self._warm
 
+    @property
+    def servable(self) -> Servable:
+        """The model behind this runner (tokenizer and forward function)."""
+        return self._servable
+
     def warm_up(self) -> None:
         """Compile every (batch bucket, seq bucket) shape; blocking. Idempotent."""
         self._check_open()
         started = time.perf_counter()
         for batch, seq in self.config.shapes:
-            self._executable(batch, seq)
+            self.compile_shape(batch, seq)
         self._warm = True
         log.info(
             "%s warm: %d shapes compiled in %.1f s",
@@ -151,6 +156,30 @@ class ModelRunner:
             len(self._compiled),
             time.perf_counter() - started,
         )
+
+    def compile_shape(self, batch: int, seq: int) -> float:
+        """Compile the forward for (batch, seq); returns seconds spent (0.0 if already done).
+
+        Raises:
+            ShapeNotCompiledError: after warm-up, for a shape warm-up did not compile.
+        """
+        started = time.perf_counter()
+        cached = (batch, seq) in self._compiled
+        self._executable(batch, seq)
+        return 0.0 if cached else time.perf_counter() - started
+
+    def forward(
+        self, input_ids: np.ndarray | jax.Array, attention_mask: np.ndarray | jax.Array
+    ) -> jax.Array:
+        """Run an already padded int32 (batch, seq) batch; returns the device array (async).
+
+        Raises:
+            ShapeNotCompiledError: after warm-up, for a shape that is not a compiled bucket.
+        """
+        self._check_open()
+        batch, seq = input_ids.shape
+        result: jax.Array = self._executable(batch, seq)(self._params, input_ids, attention_mask)
+        return result
 
     def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, BatchTiming]:
         """Embed `texts`; returns float32 (len(texts), output_dim), row i for texts[i]."""
@@ -176,9 +205,7 @@ class ModelRunner:
                 chunk.seq,
                 self._servable.pad_id,
             )
-            pending.append(
-                (chunk, self._executable(chunk.batch, chunk.seq)(self._params, ids, mask))
-            )
+            pending.append((chunk, self.forward(ids, mask)))
         for chunk, result in pending:
             rows = np.asarray(result)
             out[list(chunk.indices)] = rows[: len(chunk.indices)]

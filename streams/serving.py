@@ -40,6 +40,7 @@ def runner_config(settings: Settings) -> object:
         batch_buckets=settings.batch_buckets,
         seq_buckets=settings.seq_buckets,
         dtype=settings.dtype,
+        call_cost_rows=settings.call_cost_rows,
     )
 
 

@@ -219,7 +219,14 @@ def test_nothing_compiles_after_warm_up(runner: ModelRunner) -> None:
 
 def test_an_uncompiled_shape_raises_after_warm_up(runner: ModelRunner) -> None:
     with pytest.raises(ShapeNotCompiledError, match=r"\(batch=3, seq=8\) was not compiled"):
-        runner._executable(3, 8)
+        runner.forward(np.zeros((3, 8), np.int32), np.ones((3, 8), np.int32))
+
+
+def test_forward_runs_a_padded_bucket(runner: ModelRunner) -> None:
+    ids, mask = pad_chunk([np.array([5, 6]), np.array([9])], batch=8, seq=8, pad_id=0)
+    out = np.asarray(runner.forward(ids, mask))
+    assert out[:2].tolist() == [[2, 5, 11], [1, 9, 9]]
+    assert runner.compile_shape(8, 8) == 0.0
 
 
 def test_before_warm_up_shapes_compile_on_first_use() -> None:
