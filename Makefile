@@ -46,8 +46,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: install  ## benchmarks: model limit, pipeline, peers (prints a table, writes JSON)
-	$(BIN)/python -m tests.benchmarks.run
+bench: install  ## benchmarks: model limit, pipeline, peers, scaling (~8 min; table + JSON)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
 
 chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prints lost/duplicates
 	$(BIN)/python -m tests.chaos.kill_worker --requests 20000 --kills 4

@@ -72,7 +72,7 @@ async def _answer_then_ack(app: KinferApp, stream: Any, event: Any, prepared: Pr
         await app.pipeline.handle(prepared)
         await stream.ack(event)
     except asyncio.CancelledError:
-        log.info("stopped before answering offset %d: it stays uncommitted", event.message.offset)
+        log.debug("stopped before answering offset %d: it stays uncommitted", event.message.offset)
         raise
     except Exception:  # handle() never raises by design; if it does, do not ack
         log.exception("answering offset %d failed: not acked", event.message.offset)

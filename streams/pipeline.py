@@ -166,7 +166,9 @@ class RequestPipeline:
                     return [(prepared.route.topic, value, prepared.route.headers)]
                 # the producer would refuse it forever: answer with an error instead
                 error = InputTooLarge(
-                    "answer size in bytes", len(value), self._max_answer_bytes,
+                    "answer size in bytes",
+                    len(value),
+                    self._max_answer_bytes,
                     "MAX_MESSAGE_BYTES (answers may be 8 times it)",
                 )
         assert error is not None
@@ -181,9 +183,9 @@ class RequestPipeline:
         ]
         if error.dead_letter:
             self.dead_lettered += 1
-            records.append((self._dead_letter_topic, inbound.value or b"", self._dlq_headers(
-                inbound, error
-            )))
+            records.append(
+                (self._dead_letter_topic, inbound.value or b"", self._dlq_headers(inbound, error))
+            )
         return records
 
     def _dlq_headers(self, inbound: Inbound, error: RequestError) -> Headers:
@@ -196,9 +198,7 @@ class RequestPipeline:
             (DLQ_OFFSET_HEADER, str(inbound.offset).encode()),
         )
 
-    async def _publish_in_order(
-        self, prepared: Prepared, records: list[Outbound]
-    ) -> None:
+    async def _publish_in_order(self, prepared: Prepared, records: list[Outbound]) -> None:
         if prepared.previous is not None:
             await asyncio.shield(prepared.previous)
         deliveries = []

@@ -52,24 +52,19 @@ def _timed_loop(step: Any, seconds: float) -> tuple[int, float]:
 
 def measure_compile(runner: ModelRunner, batch: int, seq: int) -> float:
     """Seconds to compile (batch, seq), or 0.0 if already compiled."""
-    if (batch, seq) in runner.compiled_shapes:
-        return 0.0
-    started = time.perf_counter()
-    runner._executable(batch, seq)
-    return time.perf_counter() - started
+    return runner.compile_shape(batch, seq)
 
 
 def measure_raw(runner: ModelRunner, batch: int, seq: int, seconds: float) -> float:
     """Sentences/s of the compiled forward alone at (batch, seq), all rows full length."""
-    executable = runner._executable(batch, seq)
+    runner.compile_shape(batch, seq)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 2000, size=(batch, seq), dtype=np.int32)
     mask = np.ones((batch, seq), dtype=np.int32)
-    params = runner._params
     ids_dev, mask_dev = jax.device_put(ids), jax.device_put(mask)
-    executable(params, ids_dev, mask_dev).block_until_ready()  # first run allocates
+    runner.forward(ids_dev, mask_dev).block_until_ready()  # the first run allocates
     calls, elapsed = _timed_loop(
-        lambda: executable(params, ids_dev, mask_dev).block_until_ready(), seconds
+        lambda: runner.forward(ids_dev, mask_dev).block_until_ready(), seconds
     )
     return calls * batch / elapsed
 
@@ -124,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             row["sentences_per_s"] = measure_raw(runner, row["batch"], row["seq"], args.seconds)
         rate = row.get("sentences_per_s", float("nan"))
         print(f"{row['batch']:>6} {row['seq']:>5} {row['compile_s']:>10.2f} {rate:>10.1f}")
-    tokens = runner._servable.tokenize(texts, config.seq_buckets[-1]).lengths
+    tokens = runner.servable.tokenize(texts, config.seq_buckets[-1]).lengths
     with_tok = measure_with_tokenisation(runner, texts, args.seconds)
     _, timing = runner.infer(texts)
     print(

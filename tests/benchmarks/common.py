@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import time
@@ -14,18 +15,22 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from streams.broker import ensure_topics
+from streams.admin import ensure_topics
+from streams.settings import Settings
 from tests.benchmarks.bench_model import DEFAULT_TEXTS
 from tests.support.answers import AnswerReader
 
 #: The texts every row of the table runs (bench_model.py's, 8 short English sentences).
 TEXTS: tuple[str, ...] = DEFAULT_TEXTS
-#: The buckets kinfer serves by default (streams/settings.py), used by every kinfer row.
+#: What kinfer serves by default (streams/settings.py, or KINFER_* in this environment): every
+#: kinfer row runs it, and the limit is measured on the same runner configuration.
+SETTINGS = Settings()
 SERVED = {
-    "KINFER_BATCH_BUCKETS": "1,8,32,64",
-    "KINFER_SEQ_BUCKETS": "32,64,128,256",
-    "KINFER_MAX_BATCH": "64",
-    "KINFER_MAX_WAIT_MS": "5",
+    "KINFER_BATCH_BUCKETS": ",".join(map(str, SETTINGS.batch_buckets)),
+    "KINFER_SEQ_BUCKETS": ",".join(map(str, SETTINGS.seq_buckets)),
+    "KINFER_MAX_BATCH": str(SETTINGS.max_batch),
+    "KINFER_MAX_WAIT_MS": f"{SETTINGS.max_wait_ms:g}",
+    "KINFER_CALL_COST_ROWS": f"{SETTINGS.call_cost_rows:g}",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -71,7 +76,13 @@ class TimedReader(AnswerReader):
     """An AnswerReader that stamps each answer's arrival (time.time()) and fetches eagerly."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(bootstrap, topic)
+        # AnswerReader's fields, with a consumer that does not wait 500 ms on empty fetches
+        self.topic = topic
+        self.from_beginning = False
+        self.answers = {}
+        self.records = {}
+        self.duplicates = 0
+        self.mismatched = 0
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
@@ -246,11 +257,12 @@ async def paced(
                 rid = f"p{tag}-{i}"
                 sent[rid] = time.time()
                 await prod.send(
-                    request_topic, request_value(rid, inputs_for(i, per_message)),
+                    request_topic,
+                    request_value(rid, inputs_for(i, per_message)),
                     key=f"k{i}".encode(),
                 )
             deadline = time.monotonic() + drain_s
-            while not sent.keys() <= reader.answers.keys() and time.monotonic() < deadline:
+            while not sent.keys() <= reader.answers.keys() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             cpu1 = cpu_seconds(pids)
         finally:
@@ -269,3 +281,95 @@ async def paced(
         latencies_ms=latencies,
         timing=mean_timing(reader.answers[i] for i in sent if i in reader.answers),
     )
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (``comm``) of ``pid``; numbered pool threads are merged."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789_-")
+        fields = text.rsplit(")", 1)[1].split()
+        out[name or "?"] = out.get(name or "?", 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def _busy_jiffies() -> int:
+    with open("/proc/stat", encoding="ascii") as f:
+        parts = [int(v) for v in f.readline().split()[1:]]
+    return sum(parts) - parts[3] - (parts[4] if len(parts) > 4 else 0)  # minus idle, iowait
+
+
+def _own_tree() -> list[int]:
+    """This process and its descendants (workers, broker, peers)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sorted(tree)
+
+
+class Contention:
+    """How much of the machine other people's processes used since the last ``mark()``.
+
+    Samples /proc/stat (all CPUs' busy time) and this process tree's CPU every second; the
+    difference is CPU that was not ours, as a share of all cores.
+    """
+
+    def __init__(self) -> None:
+        self.foreign_s = 0.0
+        self.wall_s = 0.0
+        self._last: tuple[float, dict[int, float], float] | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _sample(self) -> None:
+        busy = _busy_jiffies() / CLK_TCK
+        own = {pid: cpu_seconds([pid]) for pid in _own_tree()}
+        now = time.monotonic()
+        if self._last is not None:
+            last_busy, last_own, last_t = self._last
+            ours = sum(cpu - last_own.get(pid, cpu) for pid, cpu in own.items())
+            self.foreign_s += max(0.0, busy - last_busy - ours)
+            self.wall_s += now - last_t
+        self._last = (busy, own, now)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.to_thread(self._sample)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    def mark(self) -> float:
+        """Share of all cores (0..1) used by others since the last mark."""
+        share = self.foreign_s / (self.wall_s * (os.cpu_count() or 1)) if self.wall_s else 0.0
+        self.foreign_s = self.wall_s = 0.0
+        return share

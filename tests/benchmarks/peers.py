@@ -38,8 +38,12 @@ REPO = HERE.parent.parent
 
 
 async def aiokafka_loop(
-    bootstrap: str, runner: ModelRunner, request_topic: str, response_topic: str,
-    stop: asyncio.Event, ready: asyncio.Event,
+    bootstrap: str,
+    runner: ModelRunner,
+    request_topic: str,
+    response_topic: str,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
 ) -> None:
     """consume -> model (one text) -> produce, per message; offsets auto-committed.
 
@@ -48,15 +52,20 @@ async def aiokafka_loop(
     plain script would.
     """
     consumer = AIOKafkaConsumer(
-        request_topic, bootstrap_servers=bootstrap, group_id=unique("aiok-group"),
-        auto_offset_reset="earliest", enable_auto_commit=True, fetch_max_wait_ms=5,
-        session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        request_topic,
+        bootstrap_servers=bootstrap,
+        group_id=unique("aiok-group"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        fetch_max_wait_ms=5,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     await consumer.start()
     await producer.start()
     try:
-        while not consumer.assignment():
+        while not consumer.assignment():  # noqa: ASYNC110 (aiokafka has no assignment event)
             await asyncio.sleep(0.05)
         ready.set()
         while not stop.is_set():
@@ -67,10 +76,16 @@ async def aiokafka_loop(
                     started = time.perf_counter()
                     rows, timing = runner.infer(doc["inputs"])
                     value = orjson.dumps(
-                        {"id": doc["id"], "model": "minilm", "outputs": rows,
-                         "timing": {"tokenize_ms": timing.tokenize_ms,
-                                    "compute_ms": timing.compute_ms,
-                                    "total_ms": (time.perf_counter() - started) * 1000}},
+                        {
+                            "id": doc["id"],
+                            "model": "minilm",
+                            "outputs": rows,
+                            "timing": {
+                                "tokenize_ms": timing.tokenize_ms,
+                                "compute_ms": timing.compute_ms,
+                                "total_ms": (time.perf_counter() - started) * 1000,
+                            },
+                        },
                         option=orjson.OPT_SERIALIZE_NUMPY,
                     )
                     await producer.send(response_topic, value, key=record.key)
@@ -95,8 +110,13 @@ async def run_aiokafka_peer(
         # the loop shares this process (and its event loop) with the load generator, as a
         # worker shares the machine with it; its CPU is this process's
         return await saturate(
-            bootstrap, request_topic, response_topic, messages=messages, per_message=1,
-            pids=[os.getpid()], timeout_s=max(60.0, 8 * seconds),
+            bootstrap,
+            request_topic,
+            response_topic,
+            messages=messages,
+            per_message=1,
+            pids=[os.getpid()],
+            timeout_s=max(60.0, 8 * seconds),
         )
     finally:
         stop.set()
@@ -114,13 +134,20 @@ def quix_python(venv: Path) -> Path | None:
         return None
     probe = subprocess.run(
         [str(python), "-c", "import quixstreams, models.registry"],
-        cwd=REPO, capture_output=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
     )
     return python if probe.returncode == 0 else None
 
 
 async def run_quix_peer(
-    bootstrap: str, venv: Path, *, seconds: float, expected_rate: float, partitions: int,
+    bootstrap: str,
+    venv: Path,
+    *,
+    seconds: float,
+    expected_rate: float,
+    partitions: int,
 ) -> tuple[Run | None, str, dict[str, Any]]:
     """Saturation throughput of a Quix Streams app (consume -> model -> produce), or why not."""
     python = quix_python(venv)
@@ -129,21 +156,30 @@ async def run_quix_peer(
     request_topic, response_topic = await make_topics(bootstrap, partitions, "quix")
     log_path = Path(tempfile.mkstemp(prefix="kinfer-bench-quix-", suffix=".log")[1])
     ready_path = log_path.with_suffix(".ready")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [str(python), "-m", "tests.benchmarks.quix_peer", "--bootstrap", bootstrap,
-             "--request-topic", request_topic, "--response-topic", response_topic,
-             "--group", unique("quix-group"), "--ready-file", str(ready_path)],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _start_quix(
+        [
+            str(python),
+            "-m",
+            "tests.benchmarks.quix_peer",
+            "--bootstrap",
+            bootstrap,
+            "--request-topic",
+            request_topic,
+            "--response-topic",
+            response_topic,
+            "--group",
+            unique("quix-group"),
+            "--ready-file",
+            str(ready_path),
+        ],
+        log_path,
+    )
     info: dict[str, Any] = {"pid": proc.pid, "log": str(log_path)}
     try:
         deadline = time.monotonic() + 90
         while not ready_path.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-1500:]
+                tail = _tail(log_path)
                 why = "exited" if proc.poll() is not None else "not ready in 90 s"
                 return None, f"could not run against Tansu ({why}): {_last_error(tail)}", info
             await asyncio.sleep(0.2)
@@ -151,11 +187,16 @@ async def run_quix_peer(
         await asyncio.sleep(1.0)
         messages = max(8, int(seconds * expected_rate))
         run = await saturate(
-            bootstrap, request_topic, response_topic, messages=messages, per_message=1,
-            pids=[proc.pid], timeout_s=max(60.0, 8 * seconds),
+            bootstrap,
+            request_topic,
+            response_topic,
+            messages=messages,
+            per_message=1,
+            pids=[proc.pid],
+            timeout_s=max(60.0, 8 * seconds),
         )
         if run.missing == run.messages:
-            tail = log_path.read_text(errors="replace")[-1500:]
+            tail = _tail(log_path)
             return None, f"no answers from Quix on Tansu: {_last_error(tail)}", info
         return run, "", info
     finally:
@@ -167,6 +208,23 @@ async def run_quix_peer(
                 proc.kill()
                 proc.wait(5)
         ready_path.unlink(missing_ok=True)
+
+
+def _start_quix(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-1500:]
 
 
 def _last_error(tail: str) -> str:
@@ -188,9 +246,23 @@ def run_sentence_transformers(venv: Path, *, seconds: float) -> tuple[dict[str, 
     out = Path(tempfile.mkstemp(prefix="kinfer-bench-st-", suffix=".json")[1])
     try:
         done = subprocess.run(
-            [str(python), str(HERE / "bench_sentence_transformers.py"), "--seconds",
-             str(seconds), "--repeat", "8", "--batch-size", "32", "64", "--json", str(out)],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
+            [
+                str(python),
+                str(HERE / "bench_sentence_transformers.py"),
+                "--seconds",
+                str(seconds),
+                "--repeat",
+                "8",
+                "--batch-size",
+                "32",
+                "64",
+                "--json",
+                str(out),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode != 0:
             return None, f"failed: {_last_error(done.stderr or done.stdout)}"

@@ -82,31 +82,48 @@ async def topics_for(bootstrap: str, partitions: int, prefix: str) -> tuple[str,
 async def warm(bootstrap: str, group: Workers) -> None:
     """A few requests through the pipeline so connections and caches are hot."""
     await saturate(
-        bootstrap, group.request_topic, group.response_topic, messages=32, per_message=1,
-        pids=group.pids, timeout_s=60,
+        bootstrap,
+        group.request_topic,
+        group.response_topic,
+        messages=32,
+        per_message=1,
+        pids=group.pids,
+        timeout_s=60,
     )
 
 
 async def run_saturation(
-    bootstrap: str, group: Workers, *, seconds: float, per_message: int, expected_rate: float,
+    bootstrap: str,
+    group: Workers,
+    *,
+    seconds: float,
+    per_message: int,
+    expected_rate: float,
     broker_pid: int | None = None,
 ) -> Run:
     """A backlog sized to take about ``seconds`` at ``expected_rate`` inputs/s."""
     messages = max(8, int(seconds * expected_rate / per_message))
     return await saturate(
-        bootstrap, group.request_topic, group.response_topic,
-        messages=messages, per_message=per_message, pids=group.pids,
-        timeout_s=max(60.0, 6 * seconds), broker_pid=broker_pid,
+        bootstrap,
+        group.request_topic,
+        group.response_topic,
+        messages=messages,
+        per_message=per_message,
+        pids=group.pids,
+        timeout_s=max(60.0, 6 * seconds),
+        broker_pid=broker_pid,
     )
 
 
-async def run_paced(
-    bootstrap: str, group: Workers, *, rate: float, seconds: float
-) -> Run:
+async def run_paced(bootstrap: str, group: Workers, *, rate: float, seconds: float) -> Run:
     """Paced single-input requests at ``rate`` messages/s."""
     return await paced(
-        bootstrap, group.request_topic, group.response_topic,
-        rate=rate, seconds=seconds, pids=group.pids,
+        bootstrap,
+        group.request_topic,
+        group.response_topic,
+        rate=rate,
+        seconds=seconds,
+        pids=group.pids,
     )
 
 
@@ -119,34 +136,64 @@ def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes
     if not Path(exe).exists():
         return None
     return subprocess.Popen(
-        [exe, "record", "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
-         "--threads", "--nonblocking", "--pid", str(pid), "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--duration",
+            str(int(seconds)),
+            "--threads",
+            "--nonblocking",
+            "--pid",
+            str(pid),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
-#: Stage of a sampled stack: the first rule (leaf-most frame first) whose needle matches wins.
+#: Stage of a sampled stack: leaf-most frame first, the first stage with a matching needle wins.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("compute", ("Executable.call", "_execute (jax", "block_until_ready", "__array__",
-                 "_value (jax", "pjit", "LoadedExecutable", "in_shardings")),
+    ("idle (select)", ("EpollSelector.select", "Condition.wait", "_worker (concurrent")),
     ("pad", ("pad_chunk",)),
     ("plan buckets", ("plan_chunks", "_cover", "split_batch")),
-    ("tokenise", ("tokenize", "encode_batch")),
+    ("tokenise", ("tokenize", "MiniLMTokenizer")),
+    ("compute (dispatch + wait)", ("jax/", "flax/", "ModelRunner.infer")),
     ("encode answer", ("encode_result", "describe (streams")),
-    ("decode request", ("decode_request", "route_for", "normalise_headers", "prepare (streams")),
-    ("commit", ("commit", "_commit")),
-    ("produce", ("send (aiokafka/producer", "producer", "_send_produce", "publish",
-                 "_publish")),
-    ("consume", ("fetcher", "getmany", "_fetch", "consumer", "events (faust", "__anext__")),
+    (
+        "decode request",
+        ("decode_request", "route_for", "normalise_headers", "RequestPipeline.prepare"),
+    ),
+    ("commit", ("commit",)),
+    ("produce", ("producer", "sender.py", "publish", "FaustPublisher")),
+    (
+        "consume",
+        (
+            "fetcher",
+            "getmany",
+            "consumer",
+            "Stream.events",
+            "Stream._c_aiter",
+            "create_event",
+            "serializers",
+            "inbound_from_event",
+            "conductor",
+        ),
+    ),
     ("batching", ("batching.py",)),
+    ("pipeline / agent", ("pipeline.py", "agents.py", "flow.py")),
     ("event loop / other", ("",)),
 )
 
 
 def classify(stack: str) -> str:
     """The stage a py-spy raw stack (frames ';'-joined, root first) belongs to."""
-    frames = stack.split(";")[::-1]
-    for frame in frames:
+    for frame in stack.split(";")[::-1]:
         for stage, needles in STAGES[:-1]:
             if any(needle in frame for needle in needles):
                 return stage
@@ -160,13 +207,15 @@ def summarise_profile(path: Path) -> dict[str, Any]:
     total = 0
     if not path.exists():
         return {"error": f"no profile at {path}"}
-    for line in path.read_text(errors="replace").splitlines():
+    for line in path.read_text(errors="replace").splitlines():  # "frame;frame;... count"
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
-        thread = stack.split(";", 1)[0]
+        thread = stack.split(";", 1)[0].split("(")[0].strip()
+        if ":" in stack.split(";", 1)[0]:
+            thread = stack.split(";", 1)[0].split(":", 1)[1].strip()
         threads[thread] = threads.get(thread, 0) + count
         stage = classify(stack)
         stages[stage] = stages.get(stage, 0) + count
@@ -174,10 +223,13 @@ def summarise_profile(path: Path) -> dict[str, Any]:
         return {"error": "no samples"}
     return {
         "samples": total,
-        "stages": {k: round(100 * v / total, 1) for k, v in sorted(
-            stages.items(), key=lambda kv: -kv[1])},
-        "threads": {k: round(100 * v / total, 1) for k, v in sorted(
-            threads.items(), key=lambda kv: -kv[1])[:6]},
+        "stages": {
+            k: round(100 * v / total, 1) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])
+        },
+        "threads": {
+            k: round(100 * v / total, 1)
+            for k, v in sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+        },
     }
 
 

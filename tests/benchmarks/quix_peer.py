@@ -31,11 +31,10 @@ def main() -> None:
     from quixstreams import Application
 
     from models import registry
-    from models.runner import RunnerConfig
+    from streams.serving import runner_config
+    from streams.settings import Settings
 
-    runner = registry.load(
-        "minilm", config=RunnerConfig(batch_buckets=(1, 8, 32, 64), seq_buckets=(32, 64, 128, 256))
-    )
+    runner = registry.load("minilm", config=runner_config(Settings()))  # type: ignore[arg-type]
     runner.infer(["warm"])
 
     def answer(value: bytes) -> bytes:
@@ -43,9 +42,16 @@ def main() -> None:
         started = time.perf_counter()
         rows, timing = runner.infer(doc["inputs"])
         return orjson.dumps(
-            {"id": doc["id"], "model": "minilm", "outputs": rows,
-             "timing": {"tokenize_ms": timing.tokenize_ms, "compute_ms": timing.compute_ms,
-                        "total_ms": (time.perf_counter() - started) * 1000}},
+            {
+                "id": doc["id"],
+                "model": "minilm",
+                "outputs": rows,
+                "timing": {
+                    "tokenize_ms": timing.tokenize_ms,
+                    "compute_ms": timing.compute_ms,
+                    "total_ms": (time.perf_counter() - started) * 1000,
+                },
+            },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 

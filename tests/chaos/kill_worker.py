@@ -35,7 +35,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker
 from tests.support.worker import WorkerProcess
 
 SUBJECTS = ["Kafka", "a jitted encoder", "the night train", "Faust", "东京的天气", "la mer"]

@@ -17,7 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import app as app_module
-from streams.broker import ensure_topics, free_port
+from streams.admin import ensure_topics
+from streams.broker import free_port
 from streams.contract import Headers
 from streams.publisher import FaustPublisher
 from streams.settings import Settings
@@ -54,8 +55,9 @@ class BreakablePublisher(FaustPublisher):
 
 
 async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         return await consumer.committed(tp)
@@ -100,8 +102,9 @@ async def test_batch_whose_publish_fails_is_not_committed(
         await asyncio.sleep(3 * app.conf.broker_commit_interval)  # several commit rounds
         assert await committed(broker.bootstrap, settings.app_id, tp) in (None, 0)
 
-        async with AnswerReader(broker.bootstrap, settings.response_topic,
-                                from_beginning=True) as reader:
+        async with AnswerReader(
+            broker.bootstrap, settings.response_topic, from_beginning=True
+        ) as reader:
             BreakablePublisher.broken = False
             answers = await reader.collect({f"r{i}" for i in range(5)}, timeout_s=30)
         assert all(a["outputs"] == [[1.0, 1.0]] for a in answers.values())

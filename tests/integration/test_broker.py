@@ -14,15 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from streams.broker import (
-    BrokerStartError,
-    BrokerUnavailableError,
-    EmbeddedBroker,
-    ExternalBroker,
-    ensure_topics,
-    free_port,
-    wait_for_broker,
-)
+from streams.admin import BrokerUnavailableError, ensure_topics, wait_for_broker
+from streams.broker import BrokerStartError, EmbeddedBroker, ExternalBroker, free_port
 
 pytestmark = pytest.mark.broker
 

@@ -10,7 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streams.broker import EmbeddedBroker, ExternalBroker, ensure_topics
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker, ExternalBroker
 from streams.kcat import LibrdkafkaNotFoundError, find_kcat, kcat_env, run_kcat
 
 pytestmark = [

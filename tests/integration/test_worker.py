@@ -11,7 +11,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, ExternalBroker, ensure_topics
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker, ExternalBroker
 from tests.support.answers import AnswerReader
 from tests.support.worker import TEST_SETTINGS, WorkerProcess
 
@@ -35,8 +36,9 @@ def topics(broker: EmbeddedBroker | ExternalBroker) -> dict[str, str]:
         "response_topic": f"w-responses-{suffix}",
         "app_id": f"w-app-{suffix}",
     }
-    asyncio.run(ensure_topics(broker.bootstrap, {names["request_topic"]: 4,
-                                                  names["response_topic"]: 4}))
+    asyncio.run(
+        ensure_topics(broker.bootstrap, {names["request_topic"]: 4, names["response_topic"]: 4})
+    )
     return names
 
 
@@ -83,13 +85,16 @@ def request(request_id: str, inputs: list[str]) -> bytes:
 
 
 async def test_a_thousand_requests_get_a_thousand_correct_answers(
-    broker: Any, topics: dict[str, str], worker: WorkerProcess,
+    broker: Any,
+    topics: dict[str, str],
+    worker: WorkerProcess,
     direct_model: Callable[[list[str]], np.ndarray],
 ) -> None:
     texts = {f"req-{i}": sentence(i) for i in range(1000)}
     async with AnswerReader(broker.bootstrap, topics["response_topic"]) as reader:
         await produce(
-            broker.bootstrap, topics["request_topic"],
+            broker.bootstrap,
+            topics["request_topic"],
             [request(rid, [text]) for rid, text in texts.items()],
         )
         answers = await reader.collect(set(texts), timeout_s=240)
@@ -105,26 +110,39 @@ async def test_a_thousand_requests_get_a_thousand_correct_answers(
 
 
 async def test_malformed_message_gets_invalid_json_and_worker_goes_on(
-    broker: Any, topics: dict[str, str], worker: WorkerProcess,
+    broker: Any,
+    topics: dict[str, str],
+    worker: WorkerProcess,
 ) -> None:
     async with AnswerReader(broker.bootstrap, topics["response_topic"]) as reader:
-        await produce(broker.bootstrap, topics["request_topic"], [b'{"id": "broken", "inputs": [',
-                                                                  request("after", ["still here"])])
+        await produce(
+            broker.bootstrap,
+            topics["request_topic"],
+            [b'{"id": "broken", "inputs": [', request("after", ["still here"])],
+        )
         answers = await reader.collect({None, "after"}, timeout_s=60)
     assert answers[None]["error"]["code"] == "INVALID_JSON"
     assert len(answers["after"]["outputs"][0]) == 384
 
 
 async def test_reply_to_header_routes_the_answer_and_headers_are_echoed(
-    broker: Any, topics: dict[str, str], worker: WorkerProcess, unique_name: Any,
+    broker: Any,
+    topics: dict[str, str],
+    worker: WorkerProcess,
+    unique_name: Any,
 ) -> None:
     reply_topic = unique_name("replies")
     await ensure_topics(broker.bootstrap, {reply_topic: 1})
     async with AnswerReader(broker.bootstrap, reply_topic) as reader:
         await produce(
-            broker.bootstrap, topics["request_topic"], [request("routed", ["hello"])],
-            headers=[("reply-to", reply_topic.encode()), ("x-request-id", b"trace-7"),
-                     ("x-tenant", b"acme")],
+            broker.bootstrap,
+            topics["request_topic"],
+            [request("routed", ["hello"])],
+            headers=[
+                ("reply-to", reply_topic.encode()),
+                ("x-request-id", b"trace-7"),
+                ("x-tenant", b"acme"),
+            ],
         )
         answers = await reader.collect({"routed"}, timeout_s=60)
     record = reader.records["routed"]

@@ -22,8 +22,11 @@ class AnswerReader:
     def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False) -> None:
         self.topic = topic
         self.from_beginning = from_beginning
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                         max_partition_fetch_bytes=16 * 1024 * 1024)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
         self.answers: dict[Hashable, dict[str, Any]] = {}
         self.records: dict[Hashable, ConsumerRecord[bytes, bytes]] = {}
         self.duplicates = 0
@@ -51,7 +54,9 @@ class AnswerReader:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.consumer.stop()
@@ -80,9 +85,7 @@ class AnswerReader:
                 count += 1
         return count
 
-    async def collect(
-        self, ids: Set[Hashable], timeout_s: float
-    ) -> dict[Hashable, dict[str, Any]]:
+    async def collect(self, ids: Set[Hashable], timeout_s: float) -> dict[Hashable, dict[str, Any]]:
         """Wait until every id in ``ids`` has an answer (TimeoutError says how many are missing)."""
         deadline = time.monotonic() + timeout_s
         while not ids <= self.answers.keys():

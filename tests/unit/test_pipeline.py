@@ -170,9 +170,13 @@ async def test_answers_keep_the_order_of_their_partition(batcher: MicroBatcher) 
 async def test_answer_too_large_for_the_producer_becomes_an_error(batcher: MicroBatcher) -> None:
     publisher = FakePublisher()
     pipeline = RequestPipeline(
-        batcher=batcher, publisher=publisher, served=ServedModel("minilm", "v1"),
-        default_topic="responses", dead_letter_topic="requests.dlq",
-        limits=Limits(), max_answer_bytes=60,
+        batcher=batcher,
+        publisher=publisher,
+        served=ServedModel("minilm", "v1"),
+        default_topic="responses",
+        dead_letter_topic="requests.dlq",
+        limits=Limits(),
+        max_answer_bytes=60,
     )
     await pipeline.handle(pipeline.prepare(inbound(GOOD)))
     answer = orjson.loads(publisher.records[0][2])
