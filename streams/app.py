@@ -67,6 +67,7 @@ class KinferApp(faust.App):
     #: set once a graceful stop gave up waiting: the agent starts nothing more
     abandon_new: bool = False
     _stopping: bool = False
+    _watchdog: threading.Timer | None = None
     _topic_watch: asyncio.Task[None] | None = None
 
     async def on_first_start(self) -> None:
@@ -156,9 +157,9 @@ class KinferApp(faust.App):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._topic_watch
         bound = self.kinfer_settings.shutdown_timeout_s + SHUTDOWN_GRACE_S
-        watchdog = threading.Timer(bound, _exit_hard, args=(bound,))
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdog = threading.Timer(bound, _exit_hard, args=(bound,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
         await super().on_stop()
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
@@ -202,6 +203,9 @@ class KinferApp(faust.App):
         if self.runner is not None:
             self.runner.close()
         await super().on_shutdown()
+        if self._watchdog is not None:  # stopped in time: an app living on (tests) must not exit
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 def create_app(settings: Settings | None = None) -> KinferApp:
