@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import logging
 import subprocess
@@ -18,6 +20,7 @@ from tests.benchmarks.common import (
     make_topics,
     paced,
     saturate,
+    thread_cpu,
     unique,
 )
 from tests.support.worker import WorkerProcess
@@ -236,3 +239,40 @@ def summarise_profile(path: Path) -> dict[str, Any]:
 def log_dir() -> Path:
     """Where worker logs go."""
     return Path(tempfile.mkdtemp(prefix="kinfer-bench-"))
+
+
+async def profile_worker(
+    args: argparse.Namespace, broker: Any, group: Any, limit: float
+) -> dict[str, Any]:
+    """py-spy on the worker during another 1-input saturation run."""
+    raw = args.log_dir / "worker-profile.txt"
+    pid = group.pids[0]
+    spy = py_spy_record(pid, args.profile_seconds, raw)
+    await asyncio.sleep(0.5)
+    before = thread_cpu(pid)
+    run = await run_saturation(
+        broker.bootstrap,
+        group,
+        seconds=args.profile_seconds + 1,
+        per_message=1,
+        expected_rate=limit,
+        broker_pid=broker.pid,
+    )
+    after = thread_cpu(pid)
+    answered = max(1, run.messages - run.missing)
+    per_thread = {
+        name: round(1000 * (after[name] - before.get(name, 0.0)) / answered, 2)
+        for name in after
+        if after[name] - before.get(name, 0.0) > 0
+    }
+    summary: dict[str, Any] = {
+        "run": run.summary(),
+        "thread_cpu_ms_per_request": dict(sorted(per_thread.items(), key=lambda kv: -kv[1])),
+        "broker_cpu_ms_per_request": round(1000 * run.broker_cpu_s / answered, 2),
+    }
+    if spy is None:
+        summary["py_spy"] = {"error": "py-spy not installed (pip install py-spy)"}
+    else:
+        await asyncio.to_thread(spy.wait, args.profile_seconds + 30)
+        summary["py_spy"] = {**summarise_profile(raw), "raw": str(raw)}
+    return summary

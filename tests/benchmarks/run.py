@@ -26,66 +26,20 @@ from typing import Any
 from streams.broker import EmbeddedBroker
 from tests.benchmarks import peers
 from tests.benchmarks.bench_model import measure_raw, measure_with_tokenisation
-from tests.benchmarks.common import SERVED, SETTINGS, TEXTS, Contention, thread_cpu
+from tests.benchmarks.common import SERVED, SETTINGS, TEXTS, Contention
 from tests.benchmarks.pipeline import (
     log_dir,
-    py_spy_record,
+    profile_worker,
     run_paced,
     run_saturation,
-    summarise_profile,
     topics_for,
     warm,
     workers,
 )
+from tests.benchmarks.scaling import measure_scaling
+from tests.benchmarks.table import Table, met
 
 log = logging.getLogger("bench")
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or value != value:  # None or NaN
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-class Table:
-    """Rows of the one table, also kept for the JSON."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(
-        self,
-        section: str,
-        what: str,
-        value: float | None,
-        unit: str = "inputs/s",
-        ratio: float | None = None,
-        ratio_of: str = "",
-        note: str = "",
-    ) -> None:
-        self.rows.append(
-            {
-                "section": section,
-                "what": what,
-                "value": value,
-                "unit": unit,
-                "ratio": ratio,
-                "ratio_of": ratio_of,
-                "note": note,
-            }
-        )
-        print(f"  [{section}] {what}: {_fmt(value)} {unit} {note}", flush=True)
-
-    def render(self) -> str:
-        head = f"| {'#':<2} | {'what':<58} | {'value':>10} | {'unit':<10} | {'ratio':>16} | note"
-        lines = [head, "|" + "---|" * 6]
-        for row in self.rows:
-            ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x {row['ratio_of']}"
-            lines.append(
-                f"| {row['section']:<2} | {row['what']:<58} | {_fmt(row['value']):>10} | "
-                f"{row['unit']:<10} | {ratio:>16} | {row['note']}"
-            )
-        return "\n".join(lines)
 
 
 def measure_limit(args: argparse.Namespace, results: dict[str, Any], table: Table) -> Any:
@@ -165,7 +119,7 @@ async def measure_pipeline(
             sat1.inputs_per_s,
             ratio=sat1.inputs_per_s / limit,
             ratio_of="limit",
-            note=f"target >= 0.90x: {_met(sat1.inputs_per_s / limit >= 0.9)}; "
+            note=f"target >= 0.90x: {met(sat1.inputs_per_s / limit >= 0.9)}; "
             f"{sat1.messages} msgs, mean batch {sat1.timing.get('batch_size', 0):.1f}",
         )
         sat64 = await run_saturation(
@@ -178,7 +132,7 @@ async def measure_pipeline(
             sat64.inputs_per_s,
             ratio=sat64.inputs_per_s / limit,
             ratio_of="limit",
-            note=f"target >= 0.90x: {_met(sat64.inputs_per_s / limit >= 0.9)}; "
+            note=f"target >= 0.90x: {met(sat64.inputs_per_s / limit >= 0.9)}; "
             f"{sat64.messages} msgs",
         )
         half = await run_paced(
@@ -214,7 +168,7 @@ async def measure_pipeline(
             "ms",
             note=f"target <= max_wait {SETTINGS.max_wait_ms:g} + 2 x {batch_ms:.1f} = "
             f"{bound:.1f} ms: "
-            f"{_met(lat['p99'] <= bound)} (a full batch: {full_batch_ms:.0f} ms)",
+            f"{met(lat['p99'] <= bound)} (a full batch: {full_batch_ms:.0f} ms)",
         )
         for name, run in (("1/4 load", quarter), ("1/2 load", half), ("saturated", sat1)):
             table.add(
@@ -234,101 +188,9 @@ async def measure_pipeline(
             "CPU-ms",
         )
         if args.profile_seconds > 0:
-            out["profile"] = await _profile(args, broker, group, limit)
+            out["profile"] = await profile_worker(args, broker, group, limit)
     results["pipeline"] = out
     return sat1.inputs_per_s
-
-
-def _met(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
-
-
-async def _profile(
-    args: argparse.Namespace, broker: EmbeddedBroker, group: Any, limit: float
-) -> dict[str, Any]:
-    """py-spy on the worker during another 1-input saturation run."""
-    raw = args.log_dir / "worker-profile.txt"
-    pid = group.pids[0]
-    spy = py_spy_record(pid, args.profile_seconds, raw)
-    await asyncio.sleep(0.5)
-    before = thread_cpu(pid)
-    run = await run_saturation(
-        broker.bootstrap,
-        group,
-        seconds=args.profile_seconds + 1,
-        per_message=1,
-        expected_rate=limit,
-        broker_pid=broker.pid,
-    )
-    after = thread_cpu(pid)
-    answered = max(1, run.messages - run.missing)
-    per_thread = {
-        name: round(1000 * (after[name] - before.get(name, 0.0)) / answered, 2)
-        for name in after
-        if after[name] - before.get(name, 0.0) > 0
-    }
-    summary: dict[str, Any] = {
-        "run": run.summary(),
-        "thread_cpu_ms_per_request": dict(sorted(per_thread.items(), key=lambda kv: -kv[1])),
-        "broker_cpu_ms_per_request": round(1000 * run.broker_cpu_s / answered, 2),
-    }
-    if spy is None:
-        summary["py_spy"] = {"error": "py-spy not installed (pip install py-spy)"}
-    else:
-        await asyncio.to_thread(spy.wait, args.profile_seconds + 30)
-        summary["py_spy"] = {**summarise_profile(raw), "raw": str(raw)}
-    return summary
-
-
-async def measure_scaling(
-    args: argparse.Namespace,
-    broker: EmbeddedBroker,
-    limit: float,
-    main_rate: float,
-    results: dict[str, Any],
-    table: Table,
-) -> None:
-    """Row 4: partitions x worker processes (one consumer group), 1 input per message."""
-    points: list[dict[str, Any]] = [
-        {"partitions": 4, "workers": 1, "inputs_per_s": main_rate, "from": "row 2"}
-    ]
-    for partitions, count in args.scaling:
-        if (partitions, count) == (4, 1):
-            continue
-        topics = await topics_for(broker.bootstrap, partitions, f"p{partitions}w{count}")
-        with workers(
-            broker.bootstrap,
-            partitions=partitions,
-            count=count,
-            topics=topics,
-            log_dir=args.log_dir,
-        ) as group:
-            await warm(broker.bootstrap, group)
-            run = await run_saturation(
-                broker.bootstrap, group, seconds=args.seconds, per_message=1, expected_rate=limit
-            )
-        points.append({"partitions": partitions, "workers": count, **run.summary()})
-    points.sort(key=lambda p: (p["workers"], p["partitions"]))
-    for point in points:
-        rate = point["inputs_per_s"]
-        note = ""
-        if point["workers"] > 1:
-            note = "2 workers share 2 cores (each JAX forward wants both)"
-            if point["partitions"] == 1:
-                note += "; 1 partition: the second worker idles"
-        cost = point.get("cpu_ms_per_request")
-        if cost is not None:
-            note = f"{cost:.1f} CPU-ms/req" + (f"; {note}" if note else "")
-        table.add(
-            "4",
-            f"{point['partitions']} partition(s), {point['workers']} worker(s), "
-            "1 input/msg, saturated",
-            rate,
-            ratio=rate / main_rate,
-            ratio_of="4p/1w",
-            note=note,
-        )
-    results["scaling"] = points
 
 
 async def measure_peers(
@@ -354,7 +216,7 @@ async def measure_peers(
         aiok.inputs_per_s,
         ratio=ratio,
         ratio_of="kinfer/peer",
-        note=f"target kinfer >= 3x: {_met(ratio >= 3)}; {aiok.cpu_ms_per_request:.1f} "
+        note=f"target kinfer >= 3x: {met(ratio >= 3)}; {aiok.cpu_ms_per_request:.1f} "
         "CPU-ms/req (driver included)",
     )
     quix, why, info = await peers.run_quix_peer(
