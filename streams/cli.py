@@ -176,7 +176,13 @@ def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None
 
 
 def _example(settings: Settings) -> str:
-    lib = Path(tempfile.gettempdir()) / "kinfer-kcat" / "lib"
+    from streams.kcat import kcat_env
+
+    workdir = Path(tempfile.gettempdir()) / "kinfer-kcat"
+    try:
+        lib = kcat_env(workdir)["LD_LIBRARY_PATH"].split(os.pathsep)[0]
+    except FileNotFoundError:  # no bundled librdkafka: plain kcat works against Apache Kafka
+        lib = str(workdir / "lib")
     request = orjson.dumps({"id": "hello-1", "model": "minilm", "inputs": ["Kafka meets JAX"]})
     return f"""
 kinfer is ready: requests on '{settings.request_topic}', answers on '{settings.response_topic}'.
