@@ -26,6 +26,37 @@ class ReplyTimeout(KinferError, TimeoutError):
         super().__init__(f"{missing} answer(s) did not arrive within {timeout_s:.1f}s")
 
 
+async def assign_all_partitions(
+    consumer: AIOKafkaConsumer,
+    topics: Sequence[str],
+    *,
+    from_beginning: bool = False,
+    timeout_s: float = 15.0,
+) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` to a group-less consumer, at the end (or beginning).
+
+    Waits for the topics' metadata (raises KinferError after ``timeout_s``) and resolves the
+    positions before returning, so nothing produced afterwards can be missed.
+    """
+    deadline = time.monotonic() + timeout_s
+    assigned: list[TopicPartition] = []
+    for topic in topics:
+        while not (found := consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise KinferError(f"topic {topic!r} does not exist or has no partitions")
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        assigned += [TopicPartition(topic, p) for p in sorted(found)]
+    consumer.assign(assigned)
+    if from_beginning:
+        await consumer.seek_to_beginning(*assigned)
+    else:
+        await consumer.seek_to_end(*assigned)
+    for partition in assigned:
+        await consumer.position(partition)
+    return assigned
+
+
 class InferenceClient:
     """Produces requests and collects their answers from one reply topic."""
 
@@ -41,11 +72,7 @@ class InferenceClient:
     async def __aenter__(self) -> Self:
         await self._producer.start()
         await self._consumer.start()
-        partitions = await self._partitions()
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        for partition in partitions:  # resolve the end offsets now, before anything is sent
-            await self._consumer.position(partition)
+        await assign_all_partitions(self._consumer, [self.reply_topic])
         return self
 
     async def __aexit__(
@@ -56,19 +83,6 @@ class InferenceClient:
     ) -> None:
         await self._consumer.stop()
         await self._producer.stop()
-
-    async def _partitions(self) -> list[TopicPartition]:
-        deadline = time.monotonic() + 15
-        while True:
-            found = self._consumer.partitions_for_topic(self.reply_topic)
-            if found is None:
-                await self._consumer._client.force_metadata_update()
-                found = self._consumer.partitions_for_topic(self.reply_topic)
-            if found:
-                return [TopicPartition(self.reply_topic, p) for p in sorted(found)]
-            if time.monotonic() > deadline:
-                raise KinferError(f"reply topic {self.reply_topic!r} does not exist")
-            await asyncio.sleep(0.2)
 
     async def send(
         self,

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
+
+from streams.client import assign_all_partitions
 
 Record = ConsumerRecord[bytes, bytes]
 #: (value, key, headers, timestamp_ms or None)
@@ -56,17 +58,7 @@ class TopicReader:
 
     async def __aenter__(self) -> TopicReader:
         await self.consumer.start()
-        tps: list[TopicPartition] = []
-        deadline = time.monotonic() + 20
-        for topic in self.topics:
-            while not (partitions := self.consumer.partitions_for_topic(topic)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {topic} has no partitions")
-                await self.consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
+        await assign_all_partitions(self.consumer, self.topics, from_beginning=True, timeout_s=20)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Hashable, Set
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from streams.client import assign_all_partitions
 
 
 class AnswerReader:
@@ -34,23 +35,9 @@ class AnswerReader:
 
     async def __aenter__(self) -> Self:
         await self.consumer.start()
-        deadline = time.monotonic() + 20
-        partitions = None
-        while not partitions:
-            partitions = self.consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {self.topic} has no partitions")
-                await self.consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        if self.from_beginning:
-            await self.consumer.seek_to_beginning(*tps)
-        else:
-            await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
+        await assign_all_partitions(
+            self.consumer, [self.topic], from_beginning=self.from_beginning, timeout_s=20
+        )
         return self
 
     async def __aexit__(
