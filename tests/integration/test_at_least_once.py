@@ -16,13 +16,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams import app as app_module
-from streams.admin import ensure_topics
-from streams.broker import free_port
 from streams.contract import Headers
 from streams.publisher import FaustPublisher
-from streams.settings import Settings
 from tests.support.answers import AnswerReader
+from tests.support.inprocess import fresh_settings, running_app
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -75,22 +72,11 @@ async def wait_for(condition: Any, timeout_s: float) -> None:
 async def test_batch_whose_publish_fails_is_not_committed(
     broker: Any, unique_name: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        broker_url=f"kafka://{broker.bootstrap}",
-        app_id=unique_name("app"),
-        request_topic=unique_name("req"),
-        response_topic=unique_name("resp"),
-        partitions=1,
-        web_port=free_port(),
-    )
-    await ensure_topics(broker.bootstrap, {settings.request_topic: 1, settings.response_topic: 1})
-    monkeypatch.setattr(app_module, "load_runner", lambda _settings: FakeRunner())
-    monkeypatch.setattr(app_module, "FaustPublisher", BreakablePublisher)
-    app = app_module.create_app(settings)
+    settings = await fresh_settings(broker.bootstrap, unique_name, partitions=1)
     tp = TopicPartition(settings.request_topic, 0)
-    await app.start()
-    try:
-        await wait_for(lambda: _async(app.ready), 30)
+    async with running_app(
+        settings, FakeRunner(), monkeypatch, publisher=BreakablePublisher
+    ) as app:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         await producer.start()
         for i in range(5):
@@ -113,8 +99,6 @@ async def test_batch_whose_publish_fails_is_not_committed(
             return await committed(broker.bootstrap, settings.app_id, tp) == 5
 
         await wait_for(all_committed, 30)
-    finally:
-        await app.stop()
 
 
 async def _async(value: bool) -> bool:

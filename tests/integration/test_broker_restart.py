@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.broker import EmbeddedBroker
 from tests.chaos.tools import TopicReader, produce_records, request_value
+from tests.support.topics import worker_names
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
@@ -44,12 +44,7 @@ async def round_trip(
 async def test_worker_recreates_topics_and_serves_after_the_broker_restarts(
     fresh_broker: EmbeddedBroker,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "request_topic": f"b-requests-{suffix}",
-        "response_topic": f"b-responses-{suffix}",
-        "app_id": f"b-app-{suffix}",
-    }
+    names = worker_names("b")
     bootstrap = fresh_broker.bootstrap
     with WorkerProcess(bootstrap, {**names, **FAST_BUCKETS}) as worker:
         before = await round_trip(bootstrap, names, [f"before-{i}" for i in range(20)], 60)

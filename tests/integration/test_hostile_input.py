@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from streams.broker import EmbeddedBroker, ExternalBroker
 from streams.contract import Limits, decode_request, normalise_headers
 from streams.errors import RequestError, UnknownModel
 from tests.chaos.tools import TopicReader, hwm_kib, produce_records, request_value, rss_kib
+from tests.support.topics import worker_names
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
@@ -164,12 +164,7 @@ def generate_malformed(count: int) -> list[tuple[bytes, list[tuple[str, bytes]],
 
 @pytest.fixture(scope="module")
 def names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        "request_topic": f"h-requests-{suffix}",
-        "response_topic": f"h-responses-{suffix}",
-        "app_id": f"h-app-{suffix}",
-    }
+    return worker_names("h")
 
 
 Malformed = list[tuple[bytes, list[tuple[str, bytes]], str]]

@@ -6,8 +6,6 @@ whenever a batch holds the poisoned text (the real MiniLM has no input that make
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,11 +14,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams import app as app_module
-from streams.admin import ensure_topics
-from streams.broker import free_port
-from streams.settings import Settings
 from tests.support.answers import AnswerReader
+from tests.support.inprocess import fresh_settings, running_app
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -46,24 +41,13 @@ class PoisonedRunner:
 async def test_a_failing_input_gets_internal_and_the_rest_of_its_batch_results(
     broker: Any, unique_name: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        broker_url=f"kafka://{broker.bootstrap}",
-        app_id=unique_name("app"),
-        request_topic=unique_name("req"),
-        response_topic=unique_name("resp"),
+    settings = await fresh_settings(
+        broker.bootstrap,
+        unique_name,
         partitions=2,
-        max_wait_ms=200,  # one batch gathers all of them
-        web_port=free_port(),
+        max_wait_ms=200,  # one batch gathers all
     )
-    await ensure_topics(broker.bootstrap, {settings.request_topic: 2, settings.response_topic: 2})
-    monkeypatch.setattr(app_module, "load_runner", lambda _settings: PoisonedRunner())
-    app = app_module.create_app(settings)
-    await app.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not app.ready:
-            assert time.monotonic() < deadline, "app not ready"
-            await asyncio.sleep(0.2)
+    async with running_app(settings, PoisonedRunner(), monkeypatch):
         requests = {f"ok-{i}": ["a" * (i + 1), "bb"] for i in range(6)}
         requests["bad"] = ["fine", POISON, "also fine"]
         async with AnswerReader(broker.bootstrap, settings.response_topic) as reader:
@@ -81,8 +65,6 @@ async def test_a_failing_input_gets_internal_and_the_rest_of_its_batch_results(
                 later = await reader.collect({"after"}, timeout_s=30)
             finally:
                 await producer.stop()
-    finally:
-        await app.stop()
     assert answers["bad"]["error"]["code"] == "INTERNAL"
     assert "inputs[1]" in answers["bad"]["error"]["message"]
     assert "NaN in layer 3" in answers["bad"]["error"]["message"]

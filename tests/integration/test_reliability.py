@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from streams.pipeline import (
 )
 from tests.chaos.kill_worker import run_chaos
 from tests.chaos.tools import TopicReader, by_key, produce_records, request_value
+from tests.support.topics import create_worker_topics
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
@@ -57,16 +57,7 @@ async def test_kill_9_three_times_loses_nothing_and_duplicates_are_identical(
 
 @pytest.fixture(scope="module")
 def topics(broker: EmbeddedBroker | ExternalBroker) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "request_topic": f"r-requests-{suffix}",
-        "response_topic": f"r-responses-{suffix}",
-        "app_id": f"r-app-{suffix}",
-    }
-    asyncio.run(
-        ensure_topics(broker.bootstrap, {names["request_topic"]: 4, names["response_topic"]: 4})
-    )
-    return names
+    return asyncio.run(create_worker_topics(broker.bootstrap, "r"))
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import orjson
 import pytest
 
-from streams.admin import ensure_topics
 from streams.app import SHUTDOWN_GRACE_S
 from streams.broker import EmbeddedBroker, ExternalBroker
 from tests.chaos.tools import TopicReader, produce_records, request_value
+from tests.support.topics import create_worker_topics
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(200)]
@@ -30,13 +29,7 @@ def ids_of(records: list[Any]) -> list[str]:
 async def test_sigterm_exits_0_in_bound_and_nothing_answered_before_is_answered_again(
     broker: EmbeddedBroker | ExternalBroker,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "request_topic": f"s-requests-{suffix}",
-        "response_topic": f"s-responses-{suffix}",
-        "app_id": f"s-app-{suffix}",
-    }
-    await ensure_topics(broker.bootstrap, {names["request_topic"]: 4, names["response_topic"]: 4})
+    names = await create_worker_topics(broker.bootstrap, "s")
     settings = {**names, **FAST_BUCKETS, "KINFER_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)}
     ids = [f"s-{i}" for i in range(BURST)]
     async with TopicReader(broker.bootstrap, [names["response_topic"]]) as reader:

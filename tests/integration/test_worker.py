@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, ExternalBroker
 from tests.support.answers import AnswerReader
+from tests.support.topics import create_worker_topics
 from tests.support.worker import TEST_SETTINGS, WorkerProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
@@ -28,18 +29,7 @@ def sentence(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def topics(broker: EmbeddedBroker | ExternalBroker) -> dict[str, str]:
-    import uuid
-
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "request_topic": f"w-requests-{suffix}",
-        "response_topic": f"w-responses-{suffix}",
-        "app_id": f"w-app-{suffix}",
-    }
-    asyncio.run(
-        ensure_topics(broker.bootstrap, {names["request_topic"]: 4, names["response_topic"]: 4})
-    )
-    return names
+    return asyncio.run(create_worker_topics(broker.bootstrap, "w"))
 
 
 @pytest.fixture(scope="module")
