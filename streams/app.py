@@ -33,7 +33,6 @@ from faust.web import View
 from streams.admin import ensure_topics
 from streams.agents import register_agent
 from streams.batching import MicroBatcher
-from streams.broker import BrokerError
 from streams.consumer import consumer_class
 from streams.contract import Limits
 from streams.flow import InFlightLimit
@@ -108,39 +107,44 @@ class KinferApp(faust.App):
         self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
 
     async def _watch_topics(self) -> None:
-        """Recreate the declared topics when the broker lost them, then resubscribe."""
-        settings = self.kinfer_settings
-        while True:
-            await asyncio.sleep(TOPIC_WATCH_INTERVAL_S)
-            try:
-                if await self._request_topic_exists():
-                    continue
-                log.warning(
-                    "topic %r is gone (broker restarted?): creating the topics again",
-                    settings.request_topic,
-                )
-                await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
-                await self._refresh_consumer_metadata()
-            except asyncio.CancelledError:
-                raise
-            except (BrokerError, Exception) as exc:  # broker down: try again later
-                log.info("topic watch: %r", exc)
+        """Recreate the declared topics when the broker lost them, then resubscribe.
 
-    async def _request_topic_exists(self) -> bool:
+        One admin connection serves every check; it is replaced only after an error.
+        """
         from aiokafka.admin import AIOKafkaAdminClient
 
         settings = self.kinfer_settings
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
-        )
+        admin: AIOKafkaAdminClient | None = None
         try:
-            async with asyncio.timeout(10):
-                await admin.start()
-                topics = await admin.list_topics()
+            while True:
+                await asyncio.sleep(TOPIC_WATCH_INTERVAL_S)
+                try:
+                    if admin is None:
+                        admin = AIOKafkaAdminClient(
+                            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+                        )
+                        async with asyncio.timeout(10):
+                            await admin.start()
+                    async with asyncio.timeout(10):
+                        topics = await admin.list_topics()
+                    if settings.request_topic in topics:
+                        continue
+                    log.warning(
+                        "topic %r is gone (broker restarted?): creating the topics again",
+                        settings.request_topic,
+                    )
+                    await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
+                    await self._refresh_consumer_metadata()
+                except Exception as exc:  # broker down: reconnect and try again later
+                    log.info("topic watch: %r", exc)
+                    if admin is not None:
+                        with contextlib.suppress(Exception):
+                            await admin.close()
+                        admin = None
         finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-        return settings.request_topic in topics
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    await admin.close()
 
     async def _refresh_consumer_metadata(self) -> None:
         """Nudge aiokafka: new metadata shows the recreated topic, which triggers a rejoin."""
