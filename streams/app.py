@@ -4,8 +4,8 @@ Start-up order: the model is loaded and every shape bucket compiled (warm-up) an
 created *before* the consumer joins its group, so no request ever waits on a compile and the
 worker only reports ready once it can answer at full speed.
 
-Broker restart: a watcher checks every ``TOPIC_WATCH_INTERVAL_S`` that the request topic still
-exists; when it is gone (a broker that lost its storage), it creates the declared topics again and
+Broker restart: a watcher checks every ``TOPIC_WATCH_INTERVAL_S`` that every declared topic still
+exists; when one is gone (a broker that lost its storage), it creates the declared topics again and
 forces a metadata refresh, so the consumer resubscribes and the group gets its partitions back
 without a restart of the worker.
 
@@ -127,11 +127,13 @@ class KinferApp(faust.App):
                             await admin.start()
                     async with asyncio.timeout(10):
                         topics = await admin.list_topics()
-                    if settings.request_topic in topics:
+                    missing = sorted(set(declared_topics(settings)) - set(topics))
+                    if not missing:
                         continue
+                    # Every declared topic, not just the request topic: a consumer's metadata
+                    # request may auto-create that one alone on a broker that allows it.
                     log.warning(
-                        "topic %r is gone (broker restarted?): creating the topics again",
-                        settings.request_topic,
+                        "topics %s are gone (broker restarted?): creating them again", missing
                     )
                     await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
                     await self._refresh_consumer_metadata()

@@ -57,6 +57,27 @@ async def assign_all_partitions(
     return assigned
 
 
+async def start_reading(
+    consumer: AIOKafkaConsumer,
+    topics: Sequence[str],
+    *,
+    from_beginning: bool = False,
+    timeout_s: float = 15.0,
+) -> list[TopicPartition]:
+    """Start ``consumer`` and assign it every partition of ``topics``; stop it again on failure.
+
+    A consumer left started after a failed assignment would leak its connections and tasks.
+    """
+    await consumer.start()
+    try:
+        return await assign_all_partitions(
+            consumer, topics, from_beginning=from_beginning, timeout_s=timeout_s
+        )
+    except BaseException:
+        await consumer.stop()
+        raise
+
+
 class InferenceClient:
     """Produces requests and collects their answers from one reply topic."""
 
@@ -71,8 +92,11 @@ class InferenceClient:
 
     async def __aenter__(self) -> Self:
         await self._producer.start()
-        await self._consumer.start()
-        await assign_all_partitions(self._consumer, [self.reply_topic])
+        try:
+            await start_reading(self._consumer, [self.reply_topic])
+        except BaseException:
+            await self._producer.stop()
+            raise
         return self
 
     async def __aexit__(

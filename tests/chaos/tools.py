@@ -11,7 +11,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
 
-from streams.client import assign_all_partitions
+from streams.client import start_reading
 
 Record = ConsumerRecord[bytes, bytes]
 #: (value, key, headers, timestamp_ms or None)
@@ -57,8 +57,7 @@ class TopicReader:
         )
 
     async def __aenter__(self) -> TopicReader:
-        await self.consumer.start()
-        await assign_all_partitions(self.consumer, self.topics, from_beginning=True, timeout_s=20)
+        await start_reading(self.consumer, self.topics, from_beginning=True, timeout_s=20)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.broker import EmbeddedBroker
 from tests.chaos.tools import TopicReader, produce_records, request_value
@@ -52,21 +53,21 @@ async def test_worker_recreates_topics_and_serves_after_the_broker_restarts(
 
         fresh_broker.restart()  # same port, every topic and offset gone
         restarted = time.monotonic()
-        # The worker (not this test) creates its topics again: wait for the request topic
-        # without producing to it (a produce would auto-create it on Tansu).
-        from aiokafka.admin import AIOKafkaAdminClient
-
+        # The worker (not this test) creates every one of its topics again: wait for them
+        # without producing (a produce would auto-create the topic on Tansu).
+        requests, responses = names["request_topic"], names["response_topic"]
+        declared = [requests, responses, f"{requests}.dlq"]
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            while names["request_topic"] not in await admin.list_topics():
+            while not set(declared) <= set(await admin.list_topics()):
                 assert time.monotonic() - restarted < 60, "the worker did not recreate its topics"
                 await asyncio.sleep(0.2)
-            described = await admin.describe_topics([names["request_topic"]])
+            described = await admin.describe_topics(declared[:2])
         finally:
             await admin.close()
         recreated_s = time.monotonic() - restarted
-        assert len(described[0]["partitions"]) == 4
+        assert [len(topic["partitions"]) for topic in described] == [4, 4]
 
         after = await round_trip(bootstrap, names, [f"after-{i}" for i in range(20)], 90)
         served_s = time.monotonic() - restarted
@@ -99,3 +100,29 @@ async def committed_total(
             await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
+
+
+async def test_worker_recreates_a_lost_response_topic_while_its_request_topic_remains(
+    broker: EmbeddedBroker,
+) -> None:
+    # The partial loss a restart can leave: a consumer's metadata request auto-creates the
+    # request topic alone on brokers that allow it, so the worker must check every topic.
+    names = worker_names("p")
+    requests, responses = names["request_topic"], names["response_topic"]
+    bootstrap = broker.bootstrap
+    with WorkerProcess(bootstrap, {**names, **FAST_BUCKETS}):
+        await round_trip(bootstrap, names, ["before"], 60)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([responses, f"{requests}.dlq"])
+            deadline = time.monotonic() + 30
+            while not {responses, f"{requests}.dlq"} <= set(await admin.list_topics()):
+                assert time.monotonic() < deadline, "the worker did not recreate its topics"
+                await asyncio.sleep(0.2)
+            described = await admin.describe_topics([responses])
+        finally:
+            await admin.close()
+        assert len(described[0]["partitions"]) == 4
+        after = await round_trip(bootstrap, names, ["after"], 60)
+        assert "outputs" in after["after"]

@@ -10,7 +10,7 @@ from typing import Any, Self
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from streams.client import assign_all_partitions
+from streams.client import start_reading
 
 
 class AnswerReader:
@@ -34,8 +34,7 @@ class AnswerReader:
         self.mismatched = 0
 
     async def __aenter__(self) -> Self:
-        await self.consumer.start()
-        await assign_all_partitions(
+        await start_reading(
             self.consumer, [self.topic], from_beginning=self.from_beginning, timeout_s=20
         )
         return self
