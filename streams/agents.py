@@ -58,7 +58,7 @@ def register_agent(app: KinferApp, settings: Settings) -> None:
             assert pipeline is not None, "the pipeline is built before the consumer starts"
             prepared = pipeline.prepare(inbound_from_event(event))
             await app.in_flight.acquire(prepared.weight)
-            if app.abandon_new:  # a graceful stop ran out of time: leave it uncommitted
+            if app.start_nothing_new:  # a graceful stop began: leave it uncommitted
                 app.in_flight.release(prepared.weight)
                 continue
             task = asyncio.create_task(_answer_then_ack(app, manual, event, prepared))

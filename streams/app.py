@@ -9,9 +9,10 @@ exists; when one is gone (a broker that lost its storage), it creates the declar
 forces a metadata refresh, so the consumer resubscribes and the group gets its partitions back
 without a restart of the worker.
 
-Graceful stop (SIGTERM): the consumer stops fetching, the requests already taken are answered,
-acked and committed; that wait is bounded by ``shutdown_timeout_s``. Requests still unanswered
-then are cancelled and stay uncommitted (another worker answers them). The whole stop ends within
+Graceful stop (SIGTERM): the consumer stops fetching and the agent starts nothing new; the
+requests it had started are answered, acked and committed, a wait bounded by
+``shutdown_timeout_s``. Requests still unanswered then are cancelled, and they and the messages
+still buffered stay uncommitted (another worker answers them). The whole stop ends within
 ``shutdown_timeout_s`` + ``SHUTDOWN_GRACE_S``; past that the process exits hard (code 70).
 """
 
@@ -63,8 +64,9 @@ class KinferApp(faust.App):
     ready: bool = False
     #: the agent's per-message tasks (answer, then ack)
     handler_tasks: set[asyncio.Task[None]]
-    #: set once a graceful stop gave up waiting: the agent starts nothing more
-    abandon_new: bool = False
+    #: set when a graceful stop begins: the agent starts nothing more (what it took stays
+    #: uncommitted and is delivered again)
+    start_nothing_new: bool = False
     _stopping: bool = False
     _watchdog: threading.Timer | None = None
     _topic_watch: asyncio.Task[None] | None = None
@@ -173,13 +175,15 @@ class KinferApp(faust.App):
         if not self._stopping:
             await super()._consumer_wait_empty(consumer, logger)
             return
+        # Not Faust's wait_empty: it waits for every message the stream took, with no bound,
+        # and swallows the cancellation a timeout would send it.
+        self.start_nothing_new = True
         timeout = self.kinfer_settings.shutdown_timeout_s
         started = time.monotonic()
-        try:
-            await asyncio.wait_for(super()._consumer_wait_empty(consumer, logger), timeout)
-        except TimeoutError:
-            self.abandon_new = True
-            pending = [task for task in self.handler_tasks if not task.done()]
+        pending = {task for task in self.handler_tasks if not task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout)
+        if pending:
             log.warning(
                 "graceful stop: %d requests still unanswered after %.1fs "
                 "(KINFER_SHUTDOWN_TIMEOUT_S): left uncommitted",
@@ -189,13 +193,14 @@ class KinferApp(faust.App):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await consumer.commit()
         else:
             log.info(
-                "graceful stop: every started request answered and committed in %.2fs",
+                "graceful stop: every started request answered in %.2fs",
                 time.monotonic() - started,
             )
+        # Commits the acked offsets; a message taken but not answered stays uncommitted.
+        with contextlib.suppress(Exception):
+            await consumer.commit()
 
     async def _mark_ready(self, sender: object, assigned: object, **kwargs: object) -> None:
         # ready once warm (on_first_start) and a member of the group with its assignment

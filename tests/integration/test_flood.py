@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
+from streams import app as app_module
 from tests.chaos.tools import produce_records, request_value
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
@@ -38,10 +39,12 @@ class GatedRunner:
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+        self.called = asyncio.Event()
         self.rows = 0
 
     async def infer_rows(self, texts: Sequence[str]) -> tuple[np.ndarray, Mapping[str, float]]:
         self.rows += len(texts)
+        self.called.set()
         await self.gate.wait()
         return np.array([[float(len(t))] for t in texts], np.float32), {"compute_ms": 0.1}
 
@@ -73,29 +76,30 @@ async def test_a_flood_against_a_stuck_model_is_held_in_kafka_not_in_memory(
         running_app(settings, runner, monkeypatch) as app,
         AnswerReader(broker.bootstrap, settings.response_topic) as reader,
     ):
-        await produce_records(
-            broker.bootstrap,
-            settings.request_topic,
-            [(request_value(rid, [f"{rid} {padding}"]), rid.encode(), (), None) for rid in ids],
-        )
-        await asyncio.sleep(4)  # let the worker pull all it is going to
+        try:
+            await produce_records(
+                broker.bootstrap,
+                settings.request_topic,
+                [(request_value(rid, [f"{rid} {padding}"]), rid.encode(), (), None) for rid in ids],
+            )
+            await asyncio.sleep(4)  # let the worker pull all it is going to
 
-        held_in_flight = app.in_flight.in_flight
-        pulled_while_stuck = pulled
-        answered_while_stuck = await reader.poll()
-        paused = set(app.consumer._buffered_partitions)
-        print(
-            f"stuck model: {pulled_while_stuck} of {BACKLOG} pulled, "
-            f"{held_in_flight} in flight, buffered partitions {sorted(paused)}"
-        )
-        assert held_in_flight == MAX_IN_FLIGHT
-        assert runner.rows == MAX_IN_FLIGHT  # one batch is stuck in the model
-        assert answered_while_stuck == 0
-        # in flight + the one waiting for room + Faust's stream buffer + one blocked put
-        assert pulled_while_stuck <= MAX_IN_FLIGHT + 1 + STREAM_BUFFER + 1
-        assert paused, "Faust did not pause the partitions whose buffer is full"
-
-        runner.gate.set()
+            held_in_flight = app.in_flight.in_flight
+            pulled_while_stuck = pulled
+            answered_while_stuck = await reader.poll()
+            paused = set(app.consumer._buffered_partitions)
+            print(
+                f"stuck model: {pulled_while_stuck} of {BACKLOG} pulled, "
+                f"{held_in_flight} in flight, buffered partitions {sorted(paused)}"
+            )
+            assert held_in_flight == MAX_IN_FLIGHT
+            assert 0 < runner.rows <= MAX_IN_FLIGHT  # the model holds only what is in flight
+            assert answered_while_stuck == 0
+            # in flight + the one waiting for room + Faust's stream buffer + one blocked put
+            assert pulled_while_stuck <= MAX_IN_FLIGHT + 1 + STREAM_BUFFER + 1
+            assert paused, "Faust did not pause the partitions whose buffer is full"
+        finally:
+            runner.gate.set()  # also when an assertion failed: let the app stop
         answers = await reader.collect(set(ids), timeout_s=90)
     assert all(answers[rid]["outputs"] == [[float(len(f"{rid} {padding}"))]] for rid in ids)
     assert reader.duplicates == 0
@@ -112,3 +116,31 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
     finally:
         await consumer.stop()
     return sum(offset or 0 for offset in offsets)
+
+
+async def test_a_stop_with_a_stuck_model_ends_in_its_bound_and_commits_nothing_unanswered(
+    broker: Any, unique_name: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Faust's own wait_empty has no bound and swallows the cancellation of a timeout: a stop
+    # that relied on it ran into the hard-exit watchdog (exit 70) instead of ending cleanly.
+    hard_exits: list[float] = []
+    monkeypatch.setattr(app_module, "_exit_hard", hard_exits.append)
+    settings = await fresh_settings(
+        broker.bootstrap, unique_name, partitions=2, max_in_flight=8, shutdown_timeout_s=2
+    )
+    runner = GatedRunner()
+    async with running_app(settings, runner, monkeypatch) as app:
+        await produce_records(
+            broker.bootstrap,
+            settings.request_topic,
+            [(request_value(f"r{i}", ["text"]), None, (), None) for i in range(200)],
+        )
+        await asyncio.wait_for(runner.called.wait(), 30)
+        stopping = asyncio.create_task(app.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=2 + app_module.SHUTDOWN_GRACE_S)
+        runner.gate.set()  # lets a stop that overran end, so that a regression fails, not hangs
+        await stopping
+        assert stopping in done, "the stop did not end within its bound"
+    assert not hard_exits
+    assert "requests still unanswered after 2.0s" in caplog.text
+    assert await committed_total(broker.bootstrap, settings.app_id, settings.request_topic) == 0
