@@ -233,6 +233,7 @@ class EmbeddedBroker:
             return
         cmd = self.command()
         if not _port_is_free(self.host, self.port):
+            self._drop_own_log()
             raise BrokerStartError(f"{self.bootstrap} is already in use by another process")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
@@ -247,20 +248,21 @@ class EmbeddedBroker:
             )
         except OSError as exc:
             self._close_log()
+            self._drop_own_log()
             raise BrokerStartError(f"cannot run {cmd[0]}: {exc}") from exc
         atexit.register(self._terminate)
         try:
             self._wait_ready()
-        except BrokerStartError:
+        except BrokerStartError:  # it carries the log's tail
             self._terminate()
+            self._drop_own_log()
             raise
         log.info("embedded broker ready at %s (pid %s)", self.bootstrap, self._proc.pid)
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after `stop_timeout_s`) and drop its temp log."""
         self._terminate()
-        if self._own_log:
-            self.log_path.unlink(missing_ok=True)
+        self._drop_own_log()
 
     def restart(self) -> None:
         """Stop and start the broker on the same port; every topic and offset is lost."""
@@ -335,6 +337,10 @@ class EmbeddedBroker:
                 proc.kill()
                 proc.wait(timeout=self.stop_timeout_s)
         self._close_log()
+
+    def _drop_own_log(self) -> None:
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     def _close_log(self) -> None:
         if self._log_file is not None:

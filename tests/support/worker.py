@@ -52,6 +52,7 @@ class WorkerProcess:
         env.setdefault("JAX_PLATFORMS", "cpu")
         self.env = env
         self.ready_timeout_s = ready_timeout_s
+        self._own_log = log_path is None
         if log_path is None:
             log_path = Path(tempfile.mkstemp(prefix="kinfer-worker-", suffix=".log")[1])
         self.log_path = log_path
@@ -141,3 +142,5 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.terminate(15)
         self.close()
+        if exc_type is None and self._own_log:  # kept after a failure, for its story
+            self.log_path.unlink(missing_ok=True)
