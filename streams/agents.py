@@ -54,6 +54,8 @@ def register_agent(app: KinferApp, settings: Settings) -> None:
         manual = stream.noack()
         tasks = app.handler_tasks
         async for event in manual.events():
+            if app.start_nothing_new:  # a graceful stop began: leave it uncommitted
+                continue
             pipeline = app.pipeline
             assert pipeline is not None, "the pipeline is built before the consumer starts"
             prepared = pipeline.prepare(inbound_from_event(event))
