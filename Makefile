@@ -31,7 +31,7 @@ run: install  ## embedded broker + worker serving all-MiniLM-L6-v2 (Ctrl-C stops
 	$(BIN)/kinfer run
 
 test: install lint typecheck  ## lint, type-check and the whole test suite (unit + broker tiers)
-	$(BIN)/pytest -m 'not slow'
+	$(BIN)/pytest -m 'not slow' --durations=15
 
 unit: install  ## the fast tier only
 	$(BIN)/pytest -m 'not broker and not slow'
@@ -41,7 +41,7 @@ broker-tests: install  ## the broker tier only
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check streams models
+	$(BIN)/ruff format --check streams models tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
