@@ -17,10 +17,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -161,6 +163,14 @@ def _probe_kafka(host: str, port: int, timeout_s: float) -> None:
             raise ConnectionError("Metadata listed no brokers")
 
 
+def _stopping_with_parent(cmd: list[str]) -> list[str]:
+    """`cmd` run so that the kernel sends it SIGTERM when its parent dies (Linux `setpriv`)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return cmd
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+
+
 # -- the embedded broker -------------------------------------------------------------------------
 
 
@@ -170,6 +180,11 @@ class EmbeddedBroker:
     Use it as a context manager, or call `start()` and `stop()`. `restart()` keeps the port;
     Tansu keeps nothing across a restart (memory storage), so topics must be declared again.
     Output goes to `log_path` (a temporary file unless given), never to a pipe.
+
+    With `stop_with_parent` (the default, Linux with util-linux's `setpriv`), the kernel sends
+    the broker SIGTERM when the process that started it dies without stopping it (kill -9, a
+    crash), so no orphan keeps the port. The signal follows the *thread* that started the broker:
+    start it from one that outlives it (not a short-lived pool thread).
     """
 
     def __init__(
@@ -182,6 +197,7 @@ class EmbeddedBroker:
         start_timeout_s: float = 15.0,
         stop_timeout_s: float = 5.0,
         silent: bool = False,
+        stop_with_parent: bool = True,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -189,6 +205,7 @@ class EmbeddedBroker:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.silent = silent
+        self.stop_with_parent = stop_with_parent
         self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path is not None else self._temp_log()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -232,6 +249,8 @@ class EmbeddedBroker:
         if self.running:
             return
         cmd = self.command()
+        if self.stop_with_parent:
+            cmd = _stopping_with_parent(cmd)
         if not _port_is_free(self.host, self.port):
             self._drop_own_log()
             raise BrokerStartError(f"{self.bootstrap} is already in use by another process")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +86,44 @@ def test_start_stop_by_pid() -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not broker.log_path.exists(), "the temporary log is removed on stop"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_the_broker_stops_when_the_process_that_started_it_is_killed() -> None:
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from streams.broker import EmbeddedBroker\n"
+            "b = EmbeddedBroker(silent=True); b.start(); print(b.pid, flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        broker_pid = int(starter.stdout.readline())
+        os.kill(broker_pid, 0)  # alive while its parent lives
+    finally:
+        starter.kill()  # kill -9: no atexit, no stop()
+        starter.wait(10)
+        if starter.stdout is not None:
+            starter.stdout.close()
+    deadline = time.monotonic() + 10
+    while _alive(broker_pid):
+        if time.monotonic() > deadline:
+            os.kill(broker_pid, signal.SIGKILL)  # ours: do not leave it behind
+            pytest.fail("the broker outlived the process that started it")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie - exited, not yet reaped by init - counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_port_in_use_is_a_start_error(fresh_broker: EmbeddedBroker) -> None:
@@ -208,7 +250,7 @@ async def test_restart_keeps_port_and_loses_topics(
     assert topic in await _topics(fresh_broker.bootstrap)
 
     port, pid = fresh_broker.port, fresh_broker.pid
-    await asyncio.to_thread(fresh_broker.restart)
+    fresh_broker.restart()  # in this thread: the broker stops when its starting thread ends
     assert fresh_broker.port == port
     assert fresh_broker.pid != pid
     assert topic not in await _topics(fresh_broker.bootstrap), "Tansu storage is memory only"
