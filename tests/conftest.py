@@ -31,6 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.broker)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _worker_logs_in_pytest_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Worker logs go under pytest's temp dir (kept for the last few runs), not loose in /tmp."""
+    from tests.support import worker
+
+    worker.LOG_DIR = tmp_path_factory.mktemp("worker-logs")
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker | ExternalBroker]:
     """The session's broker: `KINFER_TEST_BOOTSTRAP` if set, else an embedded Tansu.

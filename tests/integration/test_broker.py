@@ -95,14 +95,17 @@ def test_the_broker_stops_when_the_process_that_started_it_is_killed() -> None:
             sys.executable,
             "-c",
             "import time; from streams.broker import EmbeddedBroker\n"
-            "b = EmbeddedBroker(silent=True); b.start(); print(b.pid, flush=True); time.sleep(600)",
+            "b = EmbeddedBroker(silent=True); b.start()\n"
+            "print(b.pid, b.log_path, flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert starter.stdout is not None
-        broker_pid = int(starter.stdout.readline())
+        pid_text, log_name = starter.stdout.readline().split()
+        broker_pid = int(pid_text)
+        Path(log_name).unlink()  # its stop() never runs; the open file lives on until it exits
         os.kill(broker_pid, 0)  # alive while its parent lives
     finally:
         starter.kill()  # kill -9: no atexit, no stop()

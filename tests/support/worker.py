@@ -22,6 +22,10 @@ from typing import IO, Self
 
 from streams.broker import free_port
 
+#: where workers without an explicit ``log_path`` write their logs (the system temp dir if None);
+#: the test session points it at pytest's own temp dir, which pytest prunes
+LOG_DIR: Path | None = None
+
 TEST_SETTINGS: dict[str, str] = {
     "KINFER_BATCH_BUCKETS": "1,8,32",
     "KINFER_SEQ_BUCKETS": "32,128",
@@ -54,7 +58,9 @@ class WorkerProcess:
         self.ready_timeout_s = ready_timeout_s
         self._own_log = log_path is None
         if log_path is None:
-            log_path = Path(tempfile.mkstemp(prefix="kinfer-worker-", suffix=".log")[1])
+            fd, name = tempfile.mkstemp(prefix="kinfer-worker-", suffix=".log", dir=LOG_DIR)
+            os.close(fd)
+            log_path = Path(name)
         self.log_path = log_path
         self._log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
