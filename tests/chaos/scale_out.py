@@ -54,11 +54,19 @@ async def scale_out(
                 await reader.poll()
             print(f"first worker (pid {first.pid}) answered {len(reader.answers)}; second joins")
             second = WorkerProcess(bootstrap, settings, ready_timeout_s=timeout_s)
-            # start in a thread: this loop goes on reading answers meanwhile
-            with await asyncio.to_thread(second.start):
+            # started in a thread (this loop goes on reading answers meanwhile) and not by
+            # `with`, whose __enter__ would start a second process
+            starting = asyncio.create_task(asyncio.to_thread(second.start))
+            try:
                 while len(reader.answers) < requests and time.monotonic() < deadline:
                     await reader.poll()
                 await reader.poll(1.0)  # late duplicates
+                await starting
+            finally:
+                await asyncio.gather(starting, return_exceptions=True)
+                if second.proc is not None and second.proc.poll() is None:
+                    await asyncio.to_thread(second.terminate, 30)
+                second.close()
         return len(reader.answers), reader.duplicates, time.monotonic() - started
 
 
