@@ -54,13 +54,13 @@ def register_agent(app: KinferApp, settings: Settings) -> None:
         manual = stream.noack()
         tasks = app.handler_tasks
         async for event in manual.events():
-            if app.start_nothing_new:  # a graceful stop began: leave it uncommitted
+            if app.stopping:  # a graceful stop began: leave it uncommitted
                 continue
             pipeline = app.pipeline
             assert pipeline is not None, "the pipeline is built before the consumer starts"
             prepared = pipeline.prepare(inbound_from_event(event))
             await app.in_flight.acquire(prepared.weight)
-            if app.start_nothing_new:  # a graceful stop began: leave it uncommitted
+            if app.stopping:  # a graceful stop began: leave it uncommitted
                 app.in_flight.release(prepared.weight)
                 continue
             task = asyncio.create_task(_answer_then_ack(app, manual, event, prepared))

@@ -66,8 +66,7 @@ class KinferApp(faust.App):
     handler_tasks: set[asyncio.Task[None]]
     #: set when a graceful stop begins: the agent starts nothing more (what it took stays
     #: uncommitted and is delivered again)
-    start_nothing_new: bool = False
-    _stopping: bool = False
+    stopping: bool = False
     _watchdog: threading.Timer | None = None
     _topic_watch: asyncio.Task[None] | None = None
 
@@ -116,6 +115,7 @@ class KinferApp(faust.App):
         from aiokafka.admin import AIOKafkaAdminClient
 
         settings = self.kinfer_settings
+        declared = declared_topics(settings)
         admin: AIOKafkaAdminClient | None = None
         try:
             while True:
@@ -129,7 +129,7 @@ class KinferApp(faust.App):
                             await admin.start()
                     async with asyncio.timeout(10):
                         topics = await admin.list_topics()
-                    missing = sorted(set(declared_topics(settings)) - set(topics))
+                    missing = sorted(set(declared) - set(topics))
                     if not missing:
                         continue
                     # Every declared topic, not just the request topic: a consumer's metadata
@@ -137,7 +137,7 @@ class KinferApp(faust.App):
                     log.warning(
                         "topics %s are gone (broker restarted?): creating them again", missing
                     )
-                    await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
+                    await ensure_topics(settings.bootstrap_servers, declared)
                     await self._refresh_consumer_metadata()
                 except Exception as exc:  # broker down: reconnect and try again later
                     log.info("topic watch: %r", exc)
@@ -159,7 +159,7 @@ class KinferApp(faust.App):
             client.force_metadata_update()
 
     async def on_stop(self) -> None:
-        self._stopping = True
+        self.stopping = True
         if self._topic_watch is not None:
             self._topic_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,12 +172,11 @@ class KinferApp(faust.App):
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         # Called on stop and on every rebalance; the bound applies to the stop only.
-        if not self._stopping:
+        if not self.stopping:
             await super()._consumer_wait_empty(consumer, logger)
             return
         # Not Faust's wait_empty: it waits for every message the stream took, with no bound,
         # and swallows the cancellation a timeout would send it.
-        self.start_nothing_new = True
         timeout = self.kinfer_settings.shutdown_timeout_s
         started = time.monotonic()
         pending = {task for task in self.handler_tasks if not task.done()}

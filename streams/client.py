@@ -26,37 +26,6 @@ class ReplyTimeout(KinferError, TimeoutError):
         super().__init__(f"{missing} answer(s) did not arrive within {timeout_s:.1f}s")
 
 
-async def assign_all_partitions(
-    consumer: AIOKafkaConsumer,
-    topics: Sequence[str],
-    *,
-    from_beginning: bool = False,
-    timeout_s: float = 15.0,
-) -> list[TopicPartition]:
-    """Assign every partition of ``topics`` to a group-less consumer, at the end (or beginning).
-
-    Waits for the topics' metadata (raises KinferError after ``timeout_s``) and resolves the
-    positions before returning, so nothing produced afterwards can be missed.
-    """
-    deadline = time.monotonic() + timeout_s
-    assigned: list[TopicPartition] = []
-    for topic in topics:
-        while not (found := consumer.partitions_for_topic(topic)):
-            if time.monotonic() > deadline:
-                raise KinferError(f"topic {topic!r} does not exist or has no partitions")
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        assigned += [TopicPartition(topic, p) for p in sorted(found)]
-    consumer.assign(assigned)
-    if from_beginning:
-        await consumer.seek_to_beginning(*assigned)
-    else:
-        await consumer.seek_to_end(*assigned)
-    for partition in assigned:
-        await consumer.position(partition)
-    return assigned
-
-
 async def start_reading(
     consumer: AIOKafkaConsumer,
     topics: Sequence[str],
@@ -64,18 +33,34 @@ async def start_reading(
     from_beginning: bool = False,
     timeout_s: float = 15.0,
 ) -> list[TopicPartition]:
-    """Start ``consumer`` and assign it every partition of ``topics``; stop it again on failure.
+    """Start a group-less ``consumer`` on every partition of ``topics``, at the end (or beginning).
 
-    A consumer left started after a failed assignment would leak its connections and tasks.
+    Waits for the topics' metadata (raises KinferError after ``timeout_s``) and resolves the
+    positions before returning, so nothing produced afterwards can be missed. On any failure the
+    consumer is stopped again: left started, it would leak its connections and tasks.
     """
     await consumer.start()
     try:
-        return await assign_all_partitions(
-            consumer, topics, from_beginning=from_beginning, timeout_s=timeout_s
-        )
+        deadline = time.monotonic() + timeout_s
+        assigned: list[TopicPartition] = []
+        for topic in topics:
+            while not (found := consumer.partitions_for_topic(topic)):
+                if time.monotonic() > deadline:
+                    raise KinferError(f"topic {topic!r} does not exist or has no partitions")
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.1)
+            assigned += [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+        for partition in assigned:
+            await consumer.position(partition)
     except BaseException:
         await consumer.stop()
         raise
+    return assigned
 
 
 class InferenceClient:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.broker import EmbeddedBroker
 from tests.chaos.tools import TopicReader, produce_records, request_value
-from tests.support.topics import worker_names
+from tests.support.topics import committed_total, wait_for_topics, worker_names
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
@@ -53,21 +51,11 @@ async def test_worker_recreates_topics_and_serves_after_the_broker_restarts(
 
         fresh_broker.restart()  # same port, every topic and offset gone
         restarted = time.monotonic()
-        # The worker (not this test) creates every one of its topics again: wait for them
-        # without producing (a produce would auto-create the topic on Tansu).
+        # The worker (not this test) creates every one of its topics again.
         requests, responses = names["request_topic"], names["response_topic"]
-        declared = [requests, responses, f"{requests}.dlq"]
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            while not set(declared) <= set(await admin.list_topics()):
-                assert time.monotonic() - restarted < 60, "the worker did not recreate its topics"
-                await asyncio.sleep(0.2)
-            described = await admin.describe_topics(declared[:2])
-        finally:
-            await admin.close()
+        listed = await wait_for_topics(bootstrap, [requests, responses, f"{requests}.dlq"], 60)
         recreated_s = time.monotonic() - restarted
-        assert [len(topic["partitions"]) for topic in described] == [4, 4]
+        assert (listed[requests], listed[responses]) == (4, 4)
 
         after = await round_trip(bootstrap, names, [f"after-{i}" for i in range(20)], 90)
         served_s = time.monotonic() - restarted
@@ -76,30 +64,10 @@ async def test_worker_recreates_topics_and_serves_after_the_broker_restarts(
         assert worker.proc is not None
         assert worker.proc.poll() is None
         # and it commits again: the group's offsets (new since the restart) cover the 20
-        committed = await committed_total(bootstrap, names, expected=20, timeout_s=15)
+        committed = await committed_total(
+            bootstrap, names["app_id"], requests, 4, expected=20, timeout_s=15
+        )
         assert committed == 20
-
-
-async def committed_total(
-    bootstrap: str, names: dict[str, str], expected: int, timeout_s: float
-) -> int:
-    """Sum of the group's committed offsets on the request topic (polled until ``expected``)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=names["app_id"], enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            total = 0
-            for partition in range(4):
-                offset = await consumer.committed(TopicPartition(names["request_topic"], partition))
-                total += offset or 0
-            if total >= expected or time.monotonic() > deadline:
-                return total
-            await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
 
 
 async def test_worker_recreates_a_lost_response_topic_while_its_request_topic_remains(
@@ -116,13 +84,9 @@ async def test_worker_recreates_a_lost_response_topic_while_its_request_topic_re
         await admin.start()
         try:
             await admin.delete_topics([responses, f"{requests}.dlq"])
-            deadline = time.monotonic() + 30
-            while not {responses, f"{requests}.dlq"} <= set(await admin.list_topics()):
-                assert time.monotonic() < deadline, "the worker did not recreate its topics"
-                await asyncio.sleep(0.2)
-            described = await admin.describe_topics([responses])
         finally:
             await admin.close()
-        assert len(described[0]["partitions"]) == 4
+        listed = await wait_for_topics(bootstrap, [responses, f"{requests}.dlq"], 30)
+        assert listed[responses] == 4
         after = await round_trip(bootstrap, names, ["after"], 60)
         assert "outputs" in after["after"]

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
 from streams import app as app_module
 from tests.chaos.tools import produce_records, request_value
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
+from tests.support.topics import committed_total
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 
@@ -103,19 +103,10 @@ async def test_a_flood_against_a_stuck_model_is_held_in_kafka_not_in_memory(
         answers = await reader.collect(set(ids), timeout_s=90)
     assert all(answers[rid]["outputs"] == [[float(len(f"{rid} {padding}"))]] for rid in ids)
     assert reader.duplicates == 0
-    assert await committed_total(broker.bootstrap, settings.app_id, settings.request_topic) == (
-        BACKLOG
+    committed = await committed_total(
+        broker.bootstrap, settings.app_id, settings.request_topic, 2, expected=BACKLOG, timeout_s=15
     )
-
-
-async def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(2)]
-    finally:
-        await consumer.stop()
-    return sum(offset or 0 for offset in offsets)
+    assert committed == BACKLOG
 
 
 async def test_a_stop_with_a_stuck_model_ends_in_its_bound_and_commits_nothing_unanswered(
@@ -143,4 +134,7 @@ async def test_a_stop_with_a_stuck_model_ends_in_its_bound_and_commits_nothing_u
         assert stopping in done, "the stop did not end within its bound"
     assert not hard_exits
     assert "requests still unanswered after 2.0s" in caplog.text
-    assert await committed_total(broker.bootstrap, settings.app_id, settings.request_topic) == 0
+    committed = await committed_total(
+        broker.bootstrap, settings.app_id, settings.request_topic, 2, expected=0, timeout_s=0
+    )
+    assert committed == 0
