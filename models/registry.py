@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 
 from models.errors import UnknownModelError
@@ -24,8 +25,20 @@ KNOWN_MODELS: Mapping[str, ServableFactory] = MappingProxyType({"minilm": _minil
 """Every servable model name and the factory that builds it for a compute dtype."""
 
 
-def load(name: str = DEFAULT_MODEL, *, config: RunnerConfig | None = None) -> ModelRunner:
+def load(
+    name: str = DEFAULT_MODEL,
+    *,
+    config: RunnerConfig | None = None,
+    model_dir: str | Path | None = None,
+    zero_cost: str = "off",
+) -> ModelRunner:
     """Build the named model's runner; call `warm_up()` on it before serving.
+
+    Args:
+        model_dir: load the model from this folder (Hugging Face layout) instead of the
+            installed weights package.
+        zero_cost: benchmarks only: "model" or "model-and-tokenizer" serve the zero-cost
+            double (`models.zero_cost`) under the model's name.
 
     Raises:
         UnknownModelError: `name` is not in KNOWN_MODELS.
@@ -34,4 +47,12 @@ def load(name: str = DEFAULT_MODEL, *, config: RunnerConfig | None = None) -> Mo
     if factory is None:
         raise UnknownModelError(name, KNOWN_MODELS)
     config = config or RunnerConfig()
+    if zero_cost != "off":
+        from models.zero_cost import ZeroCostServable
+
+        return ModelRunner(ZeroCostServable(name, zero_cost), config)
+    if model_dir is not None:
+        from models.minilm.servable import build
+
+        return ModelRunner(build(config.dtype, model_dir), config)
     return ModelRunner(factory(config.dtype), config)

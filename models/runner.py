@@ -1,9 +1,12 @@
-"""Serve any `Servable` with fixed shape buckets, ahead-of-time compilation and a compute thread.
+"""Serve any `Servable` on packed rows, with ahead-of-time compilation and two threads.
 
-`warm_up()` compiles one executable per (batch bucket, seq bucket). `infer()` only ever calls
-those executables: a shape without one raises `ShapeNotCompiledError` after warm-up instead of
-compiling at request time. Before warm-up, missing shapes are compiled on first use (and
-logged), which keeps tests and one-off scripts cheap.
+A batch of texts is tokenised (`tokenize`, host thread), packed into rows of compiled
+(rows, length) shapes (`models.packing`, host thread) and run (`compute` thread). `warm_up()`
+compiles one executable per (batch bucket, seq bucket). Afterwards only those executables are
+called: a shape without one raises `ShapeNotCompiledError` instead of compiling at request
+time. Before warm-up, missing shapes are compiled on first use (and logged), which keeps tests
+and one-off scripts cheap. The async methods keep host work (tokenising, packing the next
+batch) and device work on separate threads, so one batch packs while another computes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from models.bucketing import CALL_COST_ROWS, pad_chunk, plan_chunks
+from models.bucketing import CALL_COST_ROWS
 from models.errors import InvalidRunnerConfigError, RunnerClosedError, ShapeNotCompiledError
+from models.packing import PackedCall, TokenBatch, max_segments, pack
 from models.servable import Servable
 
 __all__ = ["DTYPES", "BatchTiming", "ModelRunner", "RunnerConfig"]
@@ -45,14 +49,18 @@ def _check_buckets(field: str, buckets: tuple[int, ...]) -> tuple[int, ...]:
 class RunnerConfig:
     """Shapes and precision a runner serves. Defaults are measured on a 2-core CPU.
 
-    On CPU throughput saturates near batch 16 for short texts, and batches above 4 get slower
-    per sentence at 256 tokens, so bigger batch buckets only add latency there; 15 shapes
-    compile in about 10 s. On a GPU use large batch buckets (e.g. 64..1024) and bfloat16.
+    Texts are packed several to a row (`models.packing`), so a row's length is a capacity,
+    not one text's padded length. On CPU 16 rows of 128 tokens (2 048 tokens) keep a call
+    efficient; 15 shapes compile in about 10 s. On a GPU use large batch buckets (e.g.
+    64..1024 rows) and bfloat16.
 
     Attributes:
-        batch_buckets: padded batch sizes; one executable each per seq bucket.
-        seq_buckets: padded token lengths; texts longer than the largest are truncated to it
+        batch_buckets: rows per forward call; one executable each per seq bucket.
+        seq_buckets: row lengths (tokens); texts longer than the largest are truncated to it
             (and it may not exceed the model's own limit).
+        pack_length: length of a new packed row, capped at the largest seq bucket (a text
+            longer than it opens a row of the smallest seq bucket that holds it). Longer
+            rows fit more texts per row but cost more attention per token.
         dtype: compute dtype, "float32" (CPU) or "bfloat16" (GPU); parameters stay float32.
         call_cost_rows: cost of one extra forward call, in padded rows, used to split a batch
             remainder across buckets (about 1 on CPU; use a large value on GPU, where calls
@@ -63,6 +71,7 @@ class RunnerConfig:
     seq_buckets: tuple[int, ...] = (16, 32, 64, 128, 256)
     dtype: str = "float32"
     call_cost_rows: float = CALL_COST_ROWS
+    pack_length: int = 128
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -75,6 +84,8 @@ class RunnerConfig:
             raise InvalidRunnerConfigError("dtype", self.dtype, f"expected one of {DTYPES}")
         if self.call_cost_rows < 0:
             raise InvalidRunnerConfigError("call_cost_rows", self.call_cost_rows, "must be >= 0")
+        if self.pack_length < 1:
+            raise InvalidRunnerConfigError("pack_length", self.pack_length, "must be >= 1")
 
     @property
     def shapes(self) -> tuple[tuple[int, int], ...]:
@@ -84,11 +95,19 @@ class RunnerConfig:
 
 @dataclass(frozen=True)
 class BatchTiming:
-    """How one `infer` call spent its time; streams reports it in the response."""
+    """How one batch spent its time and how much padding it computed."""
 
     tokenize_ms: float
+    pack_ms: float
     compute_ms: float
     padded_shapes: tuple[tuple[int, int], ...]
+    real_tokens: int
+    computed_tokens: int
+
+    @property
+    def padding_efficiency(self) -> float:
+        """Real tokens / computed tokens (1.0 for an empty batch)."""
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
 
 
 class ModelRunner:
@@ -104,7 +123,7 @@ class ModelRunner:
             )
         self._servable = servable
         self._params = jax.device_put(servable.params)
-        self._jitted = jax.jit(servable.apply)
+        self._jitted = jax.jit(servable.apply, static_argnums=4)
         self._compiled: dict[tuple[int, int], Any] = {}
         self._compile_lock = threading.Lock()
         self._warm = False
@@ -112,6 +131,7 @@ class ModelRunner:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"{servable.name}-compute"
         )
+        self._host = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{servable.name}-host")
 
     @property
     def name(self) -> str:
@@ -140,7 +160,7 @@ class ModelRunner:
 
     @property
     def servable(self) -> Servable:
-        """The model behind this runner (tokenizer and forward function)."""
+        """The model behind this runner (tokeniser and forward function)."""
         return self._servable
 
     def warm_up(self) -> None:
@@ -169,66 +189,125 @@ class ModelRunner:
         return 0.0 if cached else time.perf_counter() - started
 
     def forward(
-        self, input_ids: np.ndarray | jax.Array, attention_mask: np.ndarray | jax.Array
+        self,
+        input_ids: np.ndarray | jax.Array,
+        segment_ids: np.ndarray | jax.Array,
+        position_ids: np.ndarray | jax.Array,
     ) -> jax.Array:
-        """Run an already padded int32 (batch, seq) batch; returns the device array (async).
+        """Run packed int32 (rows, length) arrays; returns the device array (async).
 
         Raises:
             ShapeNotCompiledError: after warm-up, for a shape that is not a compiled bucket.
         """
         self._check_open()
-        batch, seq = input_ids.shape
-        result: jax.Array = self._executable(batch, seq)(self._params, input_ids, attention_mask)
+        rows, length = input_ids.shape
+        result: jax.Array = self._executable(rows, length)(
+            self._params, input_ids, segment_ids, position_ids
+        )
         return result
 
-    def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, BatchTiming]:
-        """Embed `texts`; returns float32 (len(texts), output_dim), row i for texts[i]."""
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        """Tokenise ``texts``, truncated to the largest seq bucket."""
         self._check_open()
         if isinstance(texts, str):
-            raise TypeError("infer() takes a sequence of texts, not a single str")
-        started = time.perf_counter()
-        tokens = self._servable.tokenize(texts, self.config.seq_buckets[-1])
-        tokenized = time.perf_counter()
-        out = np.empty((len(texts), self.output_dim), dtype=np.float32)
-        chunks = plan_chunks(
-            tokens.lengths,
-            self.config.batch_buckets,
-            self.config.seq_buckets,
-            self.config.call_cost_rows,
-        )
-        # Dispatch every chunk first: JAX runs them while the host pads the next one.
-        pending = []
-        for chunk in chunks:
-            ids, mask = pad_chunk(
-                [tokens.ids[i] for i in chunk.indices],
-                chunk.batch,
-                chunk.seq,
-                self._servable.pad_id,
-            )
-            pending.append((chunk, self.forward(ids, mask)))
-        for chunk, result in pending:
-            rows = np.asarray(result)
-            out[list(chunk.indices)] = rows[: len(chunk.indices)]
-        finished = time.perf_counter()
-        timing = BatchTiming(
-            tokenize_ms=(tokenized - started) * 1e3,
-            compute_ms=(finished - tokenized) * 1e3,
-            padded_shapes=tuple((chunk.batch, chunk.seq) for chunk in chunks),
-        )
-        return out, timing
+            raise TypeError("tokenize() takes a sequence of texts, not a single str")
+        return self._servable.tokenize(texts, self.config.seq_buckets[-1])
 
-    async def infer_async(self, texts: Sequence[str]) -> tuple[np.ndarray, BatchTiming]:
-        """`infer` on the runner's single compute thread, never on the event loop."""
+    def pack(self, tokens: TokenBatch) -> list[PackedCall]:
+        """Pack token sequences into forward calls of compiled shapes (host work, no device)."""
+        config = self.config
+        return pack(
+            tokens,
+            batch_buckets=config.batch_buckets,
+            seq_buckets=config.seq_buckets,
+            pack_length=config.pack_length,
+            min_tokens=self._servable.min_tokens,
+            pad_id=self._servable.pad_id,
+            call_cost_rows=config.call_cost_rows,
+        )
+
+    def compute(self, calls: Sequence[PackedCall], count: int) -> np.ndarray:
+        """Run packed calls; returns float32 (count, output_dim), row i for sequence i."""
+        out = np.empty((count, self.output_dim), dtype=np.float32)
+        # Dispatch every call first: the device runs them while the host issues the next.
+        pending = [
+            (call, self.forward(call.input_ids, call.segment_ids, call.position_ids))
+            for call in calls
+        ]
+        for call, result in pending:
+            out[call.sequences] = np.asarray(result)[call.output_rows]
+        return out
+
+    def run_tokens(
+        self, tokens: TokenBatch, tokenize_ms: float = 0.0
+    ) -> tuple[np.ndarray, BatchTiming]:
+        """Pack and compute a tokenised batch on the calling thread."""
+        self._check_open()
+        started = time.perf_counter()
+        calls = self.pack(tokens)
+        packed = time.perf_counter()
+        rows = self.compute(calls, len(tokens))
+        return rows, self._timing(calls, tokenize_ms, started, packed, time.perf_counter())
+
+    def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, BatchTiming]:
+        """Embed ``texts`` on the calling thread; float32 (len(texts), output_dim)."""
+        started = time.perf_counter()
+        tokens = self.tokenize(texts)
+        return self.run_tokens(tokens, (time.perf_counter() - started) * 1e3)
+
+    async def tokenize_async(self, texts: Sequence[str]) -> TokenBatch:
+        """`tokenize` on the runner's host thread, never on the event loop."""
         self._check_open()
         texts = list(texts)  # the caller may mutate its list while we wait
+        return await asyncio.get_running_loop().run_in_executor(self._host, self.tokenize, texts)
+
+    async def pack_async(self, tokens: TokenBatch) -> list[PackedCall]:
+        """`pack` on the host thread: the next batch packs while this one computes."""
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(self._host, self.pack, tokens)
+
+    async def compute_async(self, calls: Sequence[PackedCall], count: int) -> np.ndarray:
+        """`compute` on the compute thread."""
+        self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.infer, texts)
+        return await loop.run_in_executor(self._executor, self.compute, calls, count)
+
+    async def infer_async(self, texts: Sequence[str]) -> tuple[np.ndarray, BatchTiming]:
+        """`infer` with host work on the host thread and the model on the compute thread."""
+        started = time.perf_counter()
+        tokens = await self.tokenize_async(texts)
+        tokenized = time.perf_counter()
+        calls = await self.pack_async(tokens)
+        packed = time.perf_counter()
+        rows = await self.compute_async(calls, len(tokens))
+        timing = self._timing(
+            calls, (tokenized - started) * 1e3, tokenized, packed, time.perf_counter()
+        )
+        return rows, timing
+
+    @staticmethod
+    def _timing(
+        calls: Sequence[PackedCall],
+        tokenize_ms: float,
+        started: float,
+        packed: float,
+        finished: float,
+    ) -> BatchTiming:
+        return BatchTiming(
+            tokenize_ms=tokenize_ms,
+            pack_ms=(packed - started) * 1e3,
+            compute_ms=(finished - packed) * 1e3,
+            padded_shapes=tuple(call.shape for call in calls),
+            real_tokens=sum(call.real_tokens for call in calls),
+            computed_tokens=sum(call.computed_tokens for call in calls),
+        )
 
     def close(self) -> None:
         """Stop the compute thread (after running calls finish) and drop executables."""
         if self._closed:
             return
         self._closed = True
+        self._host.shutdown(wait=True, cancel_futures=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._compiled.clear()
 
@@ -254,7 +333,10 @@ class ModelRunner:
                 raise ShapeNotCompiledError(batch, seq, self._compiled)
             started = time.perf_counter()
             example = np.zeros((batch, seq), dtype=np.int32)
-            executable = self._jitted.lower(self._params, example, example).compile()
+            segments = max_segments(seq, self._servable.min_tokens)
+            executable = self._jitted.lower(
+                self._params, example, example, example, segments
+            ).compile()
             self._compiled[(batch, seq)] = executable
             log.info(
                 "%s compiled (batch=%d, seq=%d) in %.2f s",

@@ -1,29 +1,20 @@
 """The small protocol a model implements to be served by `ModelRunner`.
 
-A model folder provides tokenisation and a pure forward function; the runner owns padding,
-shape buckets, jit compilation, warm-up and the compute thread. A second model is a new folder
-with a `build(dtype)` that returns a `Servable`.
+A model folder provides tokenisation (texts -> `TokenBatch`) and a pure forward function over
+packed rows; the runner owns packing, shape buckets, jit compilation, warm-up and the
+threads. A second model is a new folder with a `build(dtype)` that returns a `Servable`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
-import numpy as np
 
-__all__ = ["Servable", "ServableFactory", "Tokenized"]
+from models.packing import TokenBatch
 
-
-@dataclass(frozen=True)
-class Tokenized:
-    """Unpadded token ids, one int32 array per text, and each text's token count."""
-
-    ids: tuple[np.ndarray, ...]
-    attention_masks: tuple[np.ndarray, ...]
-    lengths: np.ndarray  # int32 (n,), special tokens included
+__all__ = ["Servable", "ServableFactory"]
 
 
 class Servable(Protocol):
@@ -55,16 +46,32 @@ class Servable(Protocol):
         ...
 
     @property
+    def min_tokens(self) -> int:
+        """Fewest tokens `tokenize` returns for one text (2 for BERT: [CLS] [SEP])."""
+        ...
+
+    @property
     def params(self) -> Any:
         """The model's parameters (a pytree), passed to `apply` as an argument."""
         ...
 
-    def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
+    def tokenize(self, texts: Sequence[str], max_length: int) -> TokenBatch:
         """Tokenise without padding, truncating each text to `max_length` tokens."""
         ...
 
-    def apply(self, params: Any, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """Pure forward pass on a padded (batch, seq) batch; returns (batch, output_dim)."""
+    def apply(
+        self,
+        params: Any,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        position_ids: jax.Array,
+        segments_per_row: int,
+    ) -> jax.Array:
+        """Pure forward pass on packed (rows, length) arrays (see `models.packing`).
+
+        Returns (rows * segments_per_row, output_dim): row ``r * segments_per_row + s - 1``
+        answers segment ``s`` of row ``r``. ``segments_per_row`` is static under jit.
+        """
         ...
 
 

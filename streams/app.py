@@ -38,6 +38,7 @@ from streams.consumer import consumer_class
 from streams.contract import Limits
 from streams.flow import InFlightLimit
 from streams.pipeline import RequestPipeline, ServedModel
+from streams.processes import apply_accelerator_env
 from streams.publisher import FaustPublisher
 from streams.serving import load_runner
 from streams.settings import Settings, get_settings
@@ -87,8 +88,9 @@ class KinferApp(faust.App):
         settings = self.kinfer_settings
         await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
         self.batcher = MicroBatcher(
-            self.runner.infer_rows,
+            self.runner,
             max_batch=settings.max_batch,
+            max_batch_tokens=settings.max_batch_tokens,
             max_wait_s=settings.max_wait_ms / 1000.0,
         )
         self.batcher.start()
@@ -221,6 +223,7 @@ class KinferApp(faust.App):
 def create_app(settings: Settings | None = None) -> KinferApp:
     """Build the worker's Faust app from ``settings`` (default: the environment)."""
     settings = settings or get_settings()
+    apply_accelerator_env(settings)  # before the model's first JAX use (XLA_* variables)
     app = KinferApp(
         settings.app_id,
         broker=settings.broker_url,

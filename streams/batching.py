@@ -1,41 +1,154 @@
-"""Micro-batching across messages and partitions, with deadlines and failure isolation.
+"""Micro-batching across messages and partitions, by count, token budget, wait and deadline.
 
-Pure asyncio, testable without Kafka or a model: the batcher is handed an ``infer`` coroutine
-function that maps a list of texts to one output row per text.
+Pure asyncio, testable without Kafka or a model. The batcher drives a `BatchModel` in two
+stages, as text-embeddings-inference does:
 
-- A batch closes at ``max_batch`` inputs or ``max_wait_s`` after its first input arrived,
-  whichever comes first, and earlier when a gathered request's deadline needs it (the nearest
-  deadline minus the recent compute time).
-- A request with more inputs than ``max_batch`` is split over several batches; a batch may hold
-  inputs of many requests.
+1. **prepare** (tokenise): every request submitted while the previous prepare call ran is
+   prepared in one call, off the event loop. A prepared request knows each input's cost
+   (its token count for text, 1 for inputs that need no preparation).
+2. **pack**: prepared inputs are gathered into batches, and a closed batch is packed for the
+   device while the batch before it computes.
+3. **compute**: one batch at a time.
+
+Batch rules:
+- A batch closes at ``max_batch`` inputs or ``max_batch_tokens`` of cost, whichever comes
+  first; an input that alone costs more than the budget runs in a batch of its own.
+- Otherwise it closes ``max_wait_s`` after its first input arrived; while another batch is
+  computing it keeps filling until that batch is about to finish (its recent compute time
+  says when), since closing earlier only makes it smaller.
+- It closes earlier when a gathered request's deadline needs it (the nearest deadline minus
+  the recent compute time).
+- A request larger than a batch is split over several batches; a batch may hold inputs of
+  many requests, and rows come back in each request's input order.
 - A request whose deadline has passed when its batch is about to run is failed with
   ``DeadlineExceeded`` and costs no model time.
-- When ``infer`` raises, the batch is split in halves and retried until the failing input is
-  isolated: its request gets ``InternalError``, every other request its result.
+- A request whose deadline passes while its packed batch waits for the device is failed
+  then too (the rest of its batch is packed again without it).
+- When ``pack`` or ``compute`` raises, the batch is split in halves and retried until the
+  failing input is isolated: its request gets ``InternalError``, every other request its
+  result. A failing ``prepare`` fails only the requests it cannot prepare.
+
+No per-input Python work happens on the event loop: inputs move as slices of prepared
+batches, costs are summed and cut with numpy, and rows are copied per slice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from streams.errors import DeadlineExceeded, InternalError, RequestError
 
+__all__ = [
+    "BatchModel",
+    "BatchResult",
+    "FunctionModel",
+    "MicroBatcher",
+    "Prepared",
+    "UnpreparedModel",
+    "describe",
+]
+
 log = logging.getLogger(__name__)
 
-#: texts -> (rows, timing). ``rows[i]`` answers ``texts[i]``; timing has tokenize_ms/compute_ms.
-InferFn = Callable[[Sequence[str]], Awaitable[tuple[np.ndarray, Mapping[str, float]]]]
 Clock = Callable[[], float]
 #: A batch with a deadline in it closes at least this long before the deadline.
 DEADLINE_MARGIN_S = 0.005
+#: Batches in flight: one computing, one packed and waiting for the device.
+BATCHES_IN_FLIGHT = 2
+
+
+class Prepared(Protocol):
+    """A request's inputs after preparation (e.g. token ids), sliceable by input."""
+
+    @property
+    def costs(self) -> np.ndarray:
+        """Cost of each input (tokens for text, 1 for inputs without preparation)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> Prepared:
+        """Inputs ``start`` up to ``stop``."""
+        ...
+
+
+class BatchModel(Protocol):
+    """What the batcher drives: prepare, pack and compute, each off the event loop."""
+
+    async def prepare(
+        self, groups: Sequence[Sequence[Any]]
+    ) -> tuple[list[Prepared], Mapping[str, float]]:
+        """Prepare several requests' inputs in one call; one `Prepared` per group, and timing."""
+        ...
+
+    async def pack(self, parts: Sequence[Prepared]) -> Any:
+        """Lay one batch out for the device (host work; may overlap another batch's compute)."""
+        ...
+
+    async def compute(self, packed: Any) -> tuple[np.ndarray, Mapping[str, float]]:
+        """Run a packed batch; ``rows[i]`` answers the i-th input of its parts, in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """Inputs that need no preparation: each costs 1."""
+
+    items: Sequence[Any]
+
+    @property
+    def costs(self) -> np.ndarray:
+        return np.ones(len(self.items), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def slice(self, start: int, stop: int) -> _Items:
+        return _Items(self.items[start:stop])
+
+
+class UnpreparedModel:
+    """A `BatchModel` for inputs that need no preparation; subclasses define `infer_rows`."""
+
+    async def infer_rows(self, inputs: Sequence[Any]) -> tuple[np.ndarray, Mapping[str, float]]:
+        """Rows for ``inputs``, in order, and timing."""
+        raise NotImplementedError
+
+    async def prepare(
+        self, groups: Sequence[Sequence[Any]]
+    ) -> tuple[list[Prepared], Mapping[str, float]]:
+        """Nothing to prepare: each group as it is."""
+        return [_Items(group) for group in groups], {}
+
+    async def pack(self, parts: Sequence[Prepared]) -> Any:
+        """Every part's inputs in one list."""
+        return list(itertools.chain.from_iterable(part.items for part in parts))  # type: ignore[attr-defined]
+
+    async def compute(self, packed: Any) -> tuple[np.ndarray, Mapping[str, float]]:
+        """`infer_rows` over the batch."""
+        return await self.infer_rows(packed)
+
+
+class FunctionModel(UnpreparedModel):
+    """An `UnpreparedModel` around a coroutine function ``inputs -> (rows, timing)``."""
+
+    def __init__(
+        self, infer: Callable[[Sequence[Any]], Awaitable[tuple[np.ndarray, Mapping[str, float]]]]
+    ) -> None:
+        self._infer = infer
+
+    async def infer_rows(self, inputs: Sequence[Any]) -> tuple[np.ndarray, Mapping[str, float]]:
+        return await self._infer(inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +161,15 @@ class BatchResult:
 
 @dataclass(eq=False)
 class _Job:
-    texts: Sequence[str]
+    inputs: Sequence[Any]
     deadline: float | None
     enqueued_at: float
     future: asyncio.Future[BatchResult]
-    rows: list[np.ndarray | None] = field(default_factory=list)
+    outputs: np.ndarray | None = None
     pending_pieces: int = 0
     timing: dict[str, float] = field(default_factory=dict)
+    real_tokens: int = 0
+    computed_tokens: int = 0
 
     def fail(self, error: RequestError) -> None:
         if not self.future.done():
@@ -65,150 +180,257 @@ class _Job:
 class _Piece:
     job: _Job
     start: int
-    texts: Sequence[str]
+    prepared: Prepared
+
+    def __len__(self) -> int:
+        return len(self.prepared)
+
+    def split(self, at: int) -> tuple[_Piece, _Piece]:
+        """The first ``at`` inputs and the rest (the job then waits for one more piece)."""
+        self.job.pending_pieces += 1
+        size = len(self.prepared)
+        return (
+            _Piece(self.job, self.start, self.prepared.slice(0, at)),
+            _Piece(self.job, self.start + at, self.prepared.slice(at, size)),
+        )
 
 
 class MicroBatcher:
-    """Gathers inputs from concurrent requests into batches and runs them one at a time."""
+    """Gathers inputs from concurrent requests into batches and runs them."""
 
     def __init__(
         self,
-        infer: InferFn,
+        model: BatchModel,
         *,
         max_batch: int,
         max_wait_s: float,
+        max_batch_tokens: int | None = None,
         clock: Clock = time.time,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self._infer = infer
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        self._model = model
         self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self._clock = clock
+        self._incoming: list[_Job] = []
+        self._incoming_ready = asyncio.Event()
         self._queue: deque[_Piece] = deque()
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # inputs arrived or a batch finished
+        self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._running = 0  # batches packing, packed or computing
+        self._compute_lock = asyncio.Lock()
+        self._busy_until = 0.0  # when the batch computing now is expected to finish
         self._compute_s = 0.0  # moving average of one batch's model time
         self.batches_run = 0
         self.inputs_run = 0
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the batching loop on the running event loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        """Start the prepare and batching loops on the running event loop."""
+        if not self._loops:
+            loop = asyncio.get_running_loop()
+            self._loops = [
+                loop.create_task(self._prepare_loop(), name="batcher-prepare"),
+                loop.create_task(self._batch_loop(), name="batcher"),
+            ]
 
     async def stop(self) -> None:
-        """Stop the loop; requests still queued are failed with InternalError."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the loops; requests not yet answered are failed with InternalError."""
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._loops = []
+        for job in self._incoming:
+            job.fail(InternalError("worker stopped before running it"))
+        self._incoming.clear()
         while self._queue:
             self._queue.popleft().job.fail(InternalError("worker stopped before running it"))
 
     @property
     def queued_inputs(self) -> int:
-        """Inputs waiting for a batch."""
-        return sum(len(piece.texts) for piece in self._queue)
+        """Inputs waiting for a batch (prepared or not)."""
+        waiting = sum(len(job.inputs) for job in self._incoming)
+        return waiting + sum(len(piece) for piece in self._queue)
 
     # --- submitting -----------------------------------------------------------------------
-    async def submit(self, texts: Sequence[str], deadline: float | None = None) -> BatchResult:
-        """Run ``texts`` in the coming batches; raises the RequestError that answers them."""
-        loop = asyncio.get_running_loop()
+    async def submit(self, inputs: Sequence[Any], deadline: float | None = None) -> BatchResult:
+        """Run ``inputs`` in the coming batches; raises the RequestError that answers them."""
         now = self._clock()
-        job = _Job(texts=texts, deadline=deadline, enqueued_at=now, future=loop.create_future())
         if deadline is not None and now >= deadline:
             raise DeadlineExceeded((now - deadline) * 1000)
-        if not texts:
+        if not inputs:
             return BatchResult(np.zeros((0, 0), np.float32), {"queue_ms": 0.0})
-        job.rows = [None] * len(texts)
-        for start in range(0, len(texts), self.max_batch):
-            self._queue.append(_Piece(job, start, texts[start : start + self.max_batch]))
-            job.pending_pieces += 1
-        self._arrived.set()
-        return await job.future
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._incoming.append(_Job(inputs, deadline, now, future))
+        self._incoming_ready.set()
+        return await future
 
-    # --- the loop -------------------------------------------------------------------------
-    async def _loop(self) -> None:
+    # --- stage 1: prepare -----------------------------------------------------------------
+    async def _prepare_loop(self) -> None:
         while True:
-            batch = await self._next_batch()
-            try:
-                await self._execute(batch)
-            except asyncio.CancelledError:
-                for piece in batch:
-                    piece.job.fail(InternalError("worker stopped while running it"))
-                raise
-            except Exception as exc:  # never let one batch end the loop
-                log.exception("batch failed outside the model")
-                for piece in batch:
-                    piece.job.fail(InternalError(f"batch failed: {exc!r}"))
+            while not self._incoming:
+                self._incoming_ready.clear()
+                await self._incoming_ready.wait()
+            jobs, self._incoming = self._incoming, []
+            jobs = [job for job in jobs if not job.future.done()]
+            if jobs:
+                await self._prepare(jobs)
 
-    async def _wait_for_input(self, within_s: float | None) -> bool:
-        self._arrived.clear()
-        if self._queue:
-            return True
+    async def _prepare(self, jobs: list[_Job]) -> None:
         try:
-            await asyncio.wait_for(self._arrived.wait(), within_s)
-        except TimeoutError:
-            return False
-        return True
+            prepared, timing = await self._model.prepare([job.inputs for job in jobs])
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.fail(InternalError("worker stopped while preparing it"))
+            raise
+        except Exception as exc:
+            if len(jobs) == 1:
+                log.warning("preparing a request failed: %r", exc)
+                jobs[0].fail(InternalError(f"preparing the inputs failed: {exc!r}"))
+                return
+            for job in jobs:  # isolate the request that cannot be prepared
+                await self._prepare([job])
+            return
+        share = float(timing.get("tokenize_ms", 0.0))
+        for job, inputs in zip(jobs, prepared, strict=True):
+            job.timing["tokenize_ms"] = share
+            job.pending_pieces = 1
+            self._queue.append(_Piece(job, 0, inputs))
+        self._changed.set()
 
-    def _cut_time(self, piece: _Piece, opened_at: float) -> float:
-        """Latest moment the batch may close for this piece's sake."""
-        cut = opened_at + self.max_wait_s
-        if piece.job.deadline is not None:
-            cut = min(cut, piece.job.deadline - max(self._compute_s, DEADLINE_MARGIN_S))
-        return cut
+    # --- stage 2: batch and run -----------------------------------------------------------
+    async def _batch_loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._execute_and_release(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute_and_release(self, batch: list[_Piece]) -> None:
+        try:
+            await self._execute(batch)
+        except asyncio.CancelledError:
+            for piece in batch:
+                piece.job.fail(InternalError("worker stopped while running it"))
+            raise
+        except Exception as exc:  # never let one batch end the loop
+            log.exception("batch failed outside the model")
+            for piece in batch:
+                piece.job.fail(InternalError(f"batch failed: {exc!r}"))
+        finally:
+            self._running -= 1
+            self._slots.release()
+            self._changed.set()
+
+    async def _wait_for_change(self, within_s: float | None) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), within_s)
+
+    def _close_at(self, opened_at: float, deadline_cut: float) -> float:
+        """When the open batch closes if it does not fill up first."""
+        close = opened_at + self.max_wait_s
+        if self._running:  # a batch is computing: fill until it is about to finish
+            close = max(close, self._busy_until - DEADLINE_MARGIN_S)
+        return min(close, deadline_cut)
+
+    def _deadline_cut(self, piece: _Piece) -> float:
+        if piece.job.deadline is None:
+            return float("inf")
+        return piece.job.deadline - max(self._compute_s, DEADLINE_MARGIN_S)
 
     async def _next_batch(self) -> list[_Piece]:
         while not self._queue:
-            await self._wait_for_input(None)
+            await self._wait_for_change(None)
         opened_at = self._clock()
         batch: list[_Piece] = []
         size = 0
-        cut_at = float("inf")
-        while size < self.max_batch:
+        cost = 0
+        budget = self.max_batch_tokens
+        deadline_cut = float("inf")
+        while size < self.max_batch and (budget is None or cost < budget):
             if not self._queue:
-                remaining = cut_at - self._clock()
-                if remaining <= 0 or not await self._wait_for_input(remaining):
+                remaining = self._close_at(opened_at, deadline_cut) - self._clock()
+                if remaining <= 0:
                     break
+                await self._wait_for_change(remaining)
                 continue
             piece = self._queue.popleft()
             if piece.job.future.done():  # failed already through another piece
                 piece.job.pending_pieces -= 1
                 continue
             room = self.max_batch - size
-            if len(piece.texts) > room:
-                head = _Piece(piece.job, piece.start, piece.texts[:room])
-                tail = _Piece(piece.job, piece.start + room, piece.texts[room:])
-                piece.job.pending_pieces += 1
+            if budget is not None:
+                costs = np.cumsum(piece.prepared.costs)
+                fits = int(np.searchsorted(costs, budget - cost, side="right"))
+                if fits == 0 and not batch:
+                    fits = 1  # one input over the whole budget runs alone
+                room = min(room, fits)
+                if room == 0:
+                    self._queue.appendleft(piece)
+                    break
+                cost += int(costs[min(room, len(costs)) - 1])
+            if len(piece) > room:
+                piece, tail = piece.split(room)
                 self._queue.appendleft(tail)
-                piece = head
             batch.append(piece)
-            size += len(piece.texts)
-            cut_at = min(cut_at, self._cut_time(piece, opened_at))
+            size += len(piece)
+            deadline_cut = min(deadline_cut, self._deadline_cut(piece))
         return batch
 
-    async def _execute(self, batch: list[_Piece]) -> None:
+    def _live(self, pieces: list[_Piece]) -> list[_Piece]:
+        """The pieces still to run: fails those whose deadline has passed."""
         now = self._clock()
         live: list[_Piece] = []
-        for piece in batch:
+        for piece in pieces:
             job = piece.job
             if job.deadline is not None and now >= job.deadline:
                 job.fail(DeadlineExceeded((now - job.deadline) * 1000))
             elif not job.future.done():
                 job.timing.setdefault("queue_ms", (now - job.enqueued_at) * 1000)
                 live.append(piece)
-        if live:
-            await self._run_isolating(live)
+        return live
 
-    async def _run_isolating(self, pieces: list[_Piece]) -> None:
-        texts = [text for piece in pieces for text in piece.texts]
-        started = time.perf_counter()
+    async def _execute(self, batch: list[_Piece]) -> None:
+        live = self._live(batch)
+        if not live:
+            return
+        packed: Any = None
         try:
-            rows, timing = await self._infer(texts)
+            packed = await self._model.pack([piece.prepared for piece in live])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            packed = None  # packed again, and isolated, below
+        async with self._compute_lock:
+            still = self._live(live)
+            if still:
+                await self._run_isolating(still, packed if len(still) == len(live) else None)
+
+    async def _run_isolating(self, pieces: list[_Piece], packed: Any = None) -> None:
+        """Compute ``pieces`` (packing them first unless given); isolate a failure."""
+        size = sum(len(piece) for piece in pieces)
+        try:
+            if packed is None:
+                packed = await self._model.pack([piece.prepared for piece in pieces])
+            started = time.perf_counter()
+            if self.batches_run:
+                self._busy_until = self._clock() + self._compute_s
+            rows, timing = await self._model.compute(packed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -218,26 +440,20 @@ class MicroBatcher:
         first = self.batches_run == 0
         self._compute_s = elapsed if first else 0.8 * self._compute_s + 0.2 * elapsed
         self.batches_run += 1
-        self.inputs_run += len(texts)
+        self.inputs_run += size
         offset = 0
         for piece in pieces:
-            self._deliver(piece, rows[offset : offset + len(piece.texts)], timing, len(texts))
-            offset += len(piece.texts)
+            self._deliver(piece, rows[offset : offset + len(piece)], timing, size)
+            offset += len(piece)
 
     async def _isolate_failure(self, pieces: list[_Piece], exc: Exception) -> None:
-        if len(pieces) == 1 and len(pieces[0].texts) == 1:
+        if len(pieces) == 1 and len(pieces[0]) == 1:
             piece = pieces[0]
             log.warning("model failed on one input (inputs[%d]): %r", piece.start, exc)
             piece.job.fail(InternalError(f"model failed on inputs[{piece.start}]: {exc!r}"))
             return
         if len(pieces) == 1:
-            piece = pieces[0]
-            mid = len(piece.texts) // 2
-            piece.job.pending_pieces += 1
-            halves = [
-                [_Piece(piece.job, piece.start, piece.texts[:mid])],
-                [_Piece(piece.job, piece.start + mid, piece.texts[mid:])],
-            ]
+            halves = [[half] for half in pieces[0].split(len(pieces[0]) // 2)]
         else:
             mid = len(pieces) // 2
             halves = [pieces[:mid], pieces[mid:]]
@@ -252,15 +468,20 @@ class MicroBatcher:
         job = piece.job
         if job.future.done():
             return
-        for index, row in enumerate(rows):
-            job.rows[piece.start + index] = row
-        for name in ("tokenize_ms", "compute_ms"):
-            job.timing[name] = job.timing.get(name, 0.0) + float(timing.get(name, 0.0))
+        if job.outputs is None:
+            job.outputs = np.empty((len(job.inputs), *rows.shape[1:]), dtype=rows.dtype)
+        job.outputs[piece.start : piece.start + len(piece)] = rows
+        for name in ("pack_ms", "compute_ms"):
+            if name in timing:
+                job.timing[name] = job.timing.get(name, 0.0) + float(timing[name])
         job.timing["batch_size"] = max(job.timing.get("batch_size", 0), batch_size)
+        if "computed_tokens" in timing:
+            job.real_tokens += int(timing["real_tokens"])
+            job.computed_tokens += int(timing["computed_tokens"])
+            job.timing["padding_efficiency"] = job.real_tokens / max(1, job.computed_tokens)
         job.pending_pieces -= 1
         if job.pending_pieces == 0:
-            outputs = np.stack([row for row in job.rows if row is not None])
-            job.future.set_result(BatchResult(outputs, job.timing))
+            job.future.set_result(BatchResult(job.outputs, job.timing))
 
 
 def describe(result: BatchResult) -> dict[str, Any]:

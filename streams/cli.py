@@ -12,7 +12,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import orjson
@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from streams.settings import Settings
 
 DEFAULT_PORT = 9092
+#: `kinfer infer --encoding` choices: streams.wire_encoding.ENCODINGS, here without importing numpy.
+INFER_ENCODINGS = ("float", "base64")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -96,14 +98,42 @@ def broker(port: int) -> None:
 @click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
 @click.option("--web-port", type=int, help="Port of /live and /ready (KINFER_WEB_PORT).")
 @click.option("-l", "--loglevel", default="info", show_default=True, help="Log level.")
-def worker(broker_url: str | None, web_port: int | None, loglevel: str) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    help="Worker processes to start on this host (KINFER_PROCESSES, default 1).",
+)
+def worker(
+    broker_url: str | None, web_port: int | None, loglevel: str, processes: int | None
+) -> None:
     """Run a worker: consume requests, batch them through the model, publish answers.
 
     Equivalent to `faust -A streams.app worker`. Start several for more partitions' worth of
     throughput: they share the work as one consumer group (give each its own --web-port).
+
+    --processes N (N > 1) starts N worker processes in one consumer group on this host, the
+    i-th serving /live and /ready on web port + i, and supervises them: SIGTERM or Ctrl-C stops
+    them all gracefully (each answers and commits what it started; killed past
+    KINFER_SHUTDOWN_TIMEOUT_S + 15 s, exit 70); if one dies, the others are stopped and the
+    command exits non-zero (nothing is restarted: leave that to systemd or Kubernetes). Give the
+    request topic at least N partitions. N = 1 runs the worker in this process.
+
+    On a GPU: one process moves a few thousand messages/s (JSON, tokenising and Kafka I/O are
+    Python work), while the GPU embeds hundreds of thousands of sentences/s, so several
+    processes feed one GPU. Every worker process sets XLA_PYTHON_CLIENT_PREALLOCATE=false
+    unless it is set (JAX would take 75% of the GPU's memory in each process);
+    KINFER_GPU_MEMORY_FRACTION caps each process's share (XLA_CLIENT_MEM_FRACTION). E.g.:
+
+    \b
+      KINFER_DTYPE=bfloat16 KINFER_BATCH_BUCKETS=64,256,1024 KINFER_MAX_BATCH=1024 \\
+      KINFER_CALL_COST_ROWS=256 KINFER_MAX_IN_FLIGHT=8192 KINFER_GPU_MEMORY_FRACTION=0.2 \\
+      kinfer worker --processes 4
     """
-    settings = _settings(broker_url=broker_url, web_port=web_port)
-    _run_worker(settings, loglevel)
+    settings = _settings(broker_url=broker_url, web_port=web_port, processes=processes)
+    if settings.processes == 1:
+        _run_worker(settings, loglevel)
+        return
+    sys.exit(_supervise_workers(settings, loglevel))
 
 
 @main.command()
@@ -111,9 +141,19 @@ def worker(broker_url: str | None, web_port: int | None, loglevel: str) -> None:
 @click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
 @click.option("--model", default="minilm", show_default=True, help="Model name.")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait.")
-def infer(texts: tuple[str, ...], broker_url: str | None, model: str, timeout_s: float) -> None:
+@click.option(
+    "--encoding",
+    type=click.Choice(INFER_ENCODINGS),
+    default=INFER_ENCODINGS[0],
+    show_default=True,
+    help="How the answer's rows are written: JSON numbers, or base64 of little-endian float32.",
+)
+def infer(
+    texts: tuple[str, ...], broker_url: str | None, model: str, timeout_s: float, encoding: str
+) -> None:
     """Send TEXTS as one request and print the answer as JSON."""
     from streams.client import infer_sync
+    from streams.wire_encoding import Encoding
 
     settings = _settings(broker_url=broker_url)
     answer = infer_sync(
@@ -123,6 +163,7 @@ def infer(texts: tuple[str, ...], broker_url: str | None, model: str, timeout_s:
         list(texts),
         model=model,
         timeout_s=timeout_s,
+        encoding=cast(Encoding, encoding),
     )
     click.echo(orjson.dumps(answer).decode())
     if "error" in answer:
@@ -156,6 +197,9 @@ def show_settings() -> None:
 
 
 def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None:
+    from streams.processes import apply_accelerator_env
+
+    apply_accelerator_env(settings)  # before anything imports JAX
     import faust
 
     from streams.app import create_app
@@ -173,6 +217,28 @@ def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None
         loglevel=loglevel,
         redirect_stdouts=False,
     ).execute_from_commandline()
+
+
+def _supervise_workers(settings: Settings, loglevel: str) -> int:
+    """``settings.processes`` child workers under a Supervisor; its exit code."""
+    from streams.app import SHUTDOWN_GRACE_S
+    from streams.processes import Supervisor, child_envs, worker_command
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=loglevel.upper(), format="[%(asctime)s] [kinfer supervisor] %(message)s"
+        )
+    try:
+        envs = child_envs(settings, settings.processes)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    supervisor = Supervisor(
+        [worker_command(loglevel)] * settings.processes,
+        envs,
+        # a child's own stop is bounded by shutdown_timeout_s + SHUTDOWN_GRACE_S (then exit 70)
+        stop_timeout_s=settings.shutdown_timeout_s + SHUTDOWN_GRACE_S + 5.0,
+    )
+    return supervisor.run()
 
 
 def _example(settings: Settings) -> str:

@@ -2,6 +2,10 @@
 
 The client reads its answers from the reply topic without a consumer group: it takes every
 partition, starts at the end, and matches answers to requests by ``id``.
+
+Answers come back parsed, as dicts, in the encoding asked for (``encoding="base64"``: one base64
+string per row); ``streams.wire_encoding.decode_rows(answer)`` gives the rows of either kind as a
+float32 matrix.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import contract
 from streams.errors import KinferError
+from streams.wire_encoding import DEFAULT_ENCODING, Encoding
 
 
 class ReplyTimeout(KinferError, TimeoutError):
@@ -101,11 +106,16 @@ class InferenceClient:
         model: str = "minilm",
         key: bytes | None = None,
         deadline_ms: float | None = None,
+        encoding: Encoding = DEFAULT_ENCODING,
     ) -> str:
         """Produce one request (acknowledged by the broker); returns its id."""
         request_id = request_id or uuid.uuid4().hex
         value = contract.encode_request(
-            inputs, request_id=request_id, model=model, deadline_ms=deadline_ms
+            inputs,
+            request_id=request_id,
+            model=model,
+            deadline_ms=deadline_ms,
+            encoding=encoding,
         )
         headers = [
             (contract.REQUEST_ID_HEADER, request_id.encode()),
@@ -132,10 +142,15 @@ class InferenceClient:
         return answers
 
     async def infer(
-        self, inputs: Sequence[str], *, model: str = "minilm", timeout_s: float = 30.0
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str = "minilm",
+        timeout_s: float = 30.0,
+        encoding: Encoding = DEFAULT_ENCODING,
     ) -> dict[str, Any]:
         """Send one request and return its answer (a result or an error record)."""
-        request_id = await self.send(inputs, model=model)
+        request_id = await self.send(inputs, model=model, encoding=encoding)
         return (await self.collect([request_id], timeout_s))[request_id]
 
 
@@ -147,11 +162,12 @@ def infer_sync(
     *,
     model: str = "minilm",
     timeout_s: float = 30.0,
+    encoding: Encoding = DEFAULT_ENCODING,
 ) -> dict[str, Any]:
     """Blocking request/reply, for scripts and the CLI."""
 
     async def run() -> dict[str, Any]:
         async with InferenceClient(bootstrap, request_topic, reply_topic) as client:
-            return await client.infer(inputs, model=model, timeout_s=timeout_s)
+            return await client.infer(inputs, model=model, timeout_s=timeout_s, encoding=encoding)
 
     return asyncio.run(run())

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streams.batching import Prepared
 from streams.settings import Settings
 
 if TYPE_CHECKING:
+    from models.packing import PackedCall
     from models.runner import ModelRunner
 
 
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    calls: Sequence[PackedCall]
+    count: int
+    pack_ms: float
+
+
 class ServedRunner:
-    """A warmed-up model runner, shaped as the batcher calls it."""
+    """A warmed-up model runner, shaped as the batcher drives it (a `BatchModel`).
+
+    ``prepare`` tokenises every waiting request in one call on the runner's host thread;
+    ``pack`` lays a batch out in rows (host thread); ``compute`` runs it (compute thread).
+    """
 
     def __init__(self, runner: ModelRunner) -> None:
         self._runner = runner
@@ -22,13 +38,47 @@ class ServedRunner:
         self.version: str = runner.version
         self.output_dim: int = runner.output_dim
 
-    async def infer_rows(self, texts: Sequence[str]) -> tuple[np.ndarray, Mapping[str, float]]:
-        """Embed ``texts`` on the runner's compute thread; rows in input order, and timing."""
-        rows, timing = await self._runner.infer_async(texts)
-        return rows, {"tokenize_ms": timing.tokenize_ms, "compute_ms": timing.compute_ms}
+    async def prepare(
+        self, groups: Sequence[Sequence[Any]]
+    ) -> tuple[list[Prepared], Mapping[str, float]]:
+        """Tokenise several requests' texts at once; one token batch per request."""
+        started = time.perf_counter()
+        sizes = [len(group) for group in groups]
+        texts = groups[0] if len(groups) == 1 else list(itertools.chain.from_iterable(groups))
+        tokens = await self._runner.tokenize_async(texts)
+        tokenize_ms = (time.perf_counter() - started) * 1e3
+        if len(groups) == 1:
+            return [tokens], {"tokenize_ms": tokenize_ms}
+        bounds = np.cumsum([0, *sizes]).tolist()
+        parts: list[Prepared] = [
+            tokens.slice(start, stop) for start, stop in itertools.pairwise(bounds)
+        ]
+        return parts, {"tokenize_ms": tokenize_ms}
+
+    async def pack(self, parts: Sequence[Prepared]) -> _Packed:
+        """Pack one batch's token sequences into rows (host thread)."""
+        from models.packing import TokenBatch
+
+        started = time.perf_counter()
+        tokens = TokenBatch.concat(parts)  # type: ignore[arg-type]
+        calls = await self._runner.pack_async(tokens)
+        return _Packed(calls, len(tokens), (time.perf_counter() - started) * 1e3)
+
+    async def compute(self, packed: _Packed) -> tuple[np.ndarray, Mapping[str, float]]:
+        """Run a packed batch (compute thread); rows in the parts' order, and timing."""
+        started = time.perf_counter()
+        rows = await self._runner.compute_async(packed.calls, packed.count)
+        real = sum(call.real_tokens for call in packed.calls)
+        computed = sum(call.computed_tokens for call in packed.calls)
+        return rows, {
+            "pack_ms": packed.pack_ms,
+            "compute_ms": (time.perf_counter() - started) * 1e3,
+            "real_tokens": float(real),
+            "computed_tokens": float(computed),
+        }
 
     def close(self) -> None:
-        """Stop the compute thread."""
+        """Stop the runner's threads."""
         self._runner.close()
 
 
@@ -41,6 +91,7 @@ def runner_config(settings: Settings) -> object:
         seq_buckets=settings.seq_buckets,
         dtype=settings.dtype,
         call_cost_rows=settings.call_cost_rows,
+        pack_length=settings.pack_length,
     )
 
 
@@ -48,6 +99,11 @@ def load_runner(settings: Settings) -> ServedRunner:
     """Load the served model and compile every shape bucket (blocking: call off the loop)."""
     from models import registry
 
-    runner = registry.load(settings.model, config=runner_config(settings))  # type: ignore[arg-type]
+    runner = registry.load(
+        settings.model,
+        config=runner_config(settings),  # type: ignore[arg-type]
+        model_dir=settings.model_dir,
+        zero_cost=settings.bench_zero_cost,
+    )
     runner.warm_up()
     return ServedRunner(runner)

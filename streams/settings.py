@@ -8,7 +8,7 @@ comma-separated list (``KINFER_SEQ_BUCKETS=32,128``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,11 +47,19 @@ class Settings(BaseSettings):
     )
     # --- micro-batching -------------------------------------------------------------------
     max_batch: int = Field(
-        64,
+        256,
         ge=1,
-        description="Most inputs (texts, not messages) gathered into one model call; the runner "
-        "splits it over the batch buckets. On CPU 64 keeps the forward calls full (16 halves "
-        "throughput: mixed lengths split into many small calls); on a GPU use 256..1024.",
+        description="Most inputs (texts, not messages) gathered into one batch; the runner "
+        "packs it into rows of the batch and seq buckets. With short texts the token budget "
+        "usually closes a batch first. On a GPU use 1024 or more.",
+    )
+    max_batch_tokens: int = Field(
+        2048,
+        ge=1,
+        description="Token budget of one batch (real tokens, special tokens included), as "
+        "text-embeddings-inference's --max-batch-tokens: a batch closes when the next input "
+        "would exceed it; one longer input runs alone. 2048 is about 0.25 s of MiniLM on 2 CPU "
+        "cores; on a GPU use 16384 or more.",
     )
     max_wait_ms: float = Field(
         5.0,
@@ -90,14 +98,21 @@ class Settings(BaseSettings):
     model: str = Field("minilm", description="Name of the model the worker serves.")
     batch_buckets: IntTuple = Field(
         (1, 4, 16),
-        description="Batch sizes XLA compiles at warm-up. A gathered batch is run in chunks of "
-        "the largest, the rest padded up to the cheapest mix of buckets. CPU throughput "
-        "saturates near 16; on a GPU use large buckets (64..1024).",
+        description="Rows per model call that XLA compiles at warm-up. A batch's packed rows "
+        "run in calls of the largest, the rest in the cheapest mix of buckets. On a GPU use "
+        "large buckets (64..1024).",
     )
     seq_buckets: IntTuple = Field(
         (16, 32, 64, 128, 256),
-        description="Sequence lengths (tokens) compiled at warm-up; inputs are padded to the "
-        "nearest. The largest is the truncation length.",
+        description="Row lengths (tokens) compiled at warm-up. Texts are packed several to a "
+        "row; a call is padded to the smallest bucket that holds its fullest row. The largest "
+        "is the truncation length.",
+    )
+    pack_length: int = Field(
+        128,
+        ge=1,
+        description="Length of a new packed row, at most the largest seq bucket. Longer rows "
+        "hold more texts (less padding in the last row) but cost more attention per token.",
     )
     call_cost_rows: float = Field(
         1.0,
@@ -107,6 +122,37 @@ class Settings(BaseSettings):
     )
     dtype: str = Field(
         "float32", description="Compute dtype: 'float32' (CPU) or 'bfloat16' (GPU/TPU)."
+    )
+    model_dir: str | None = Field(
+        None,
+        description="Folder in the Hugging Face layout (config.json, model.safetensors, "
+        "tokenizer.json) to load MiniLM from instead of the installed weights package; "
+        "answers then carry the version 'all-MiniLM-L6-v2@<folder name>'.",
+    )
+    bench_zero_cost: Literal["off", "model", "model-and-tokenizer"] = Field(
+        "off",
+        description="Benchmarks only: serve a zero-cost test double under the model's name "
+        "(version 'zero-cost@bench'): 'model' keeps the real tokenizer and returns constant "
+        "rows, 'model-and-tokenizer' skips the tokenizer too. Measures the host path's ceiling.",
+    )
+    # --- worker processes -----------------------------------------------------------------
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes `kinfer worker` starts on this host, in one consumer "
+        "group, the i-th on web port web_port + i, under a supervisor that forwards SIGTERM/"
+        "SIGINT and stops them all if one dies (streams/processes.py). One process moves a few "
+        "thousand messages/s; use several to keep one GPU busy. 1 runs the worker in-process.",
+    )
+    gpu_memory_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Cap on each worker process's share of the accelerator's memory, passed "
+        "to JAX as XLA_CLIENT_MEM_FRACTION (e.g. 0.2 for 4 processes on one GPU). Unset: no "
+        "cap is set. Either way kinfer sets XLA_PYTHON_CLIENT_PREALLOCATE=false (JAX otherwise "
+        "takes 75% of the device in every process) unless that variable is already set.",
     )
     # --- worker ---------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="Address of the worker's HTTP endpoints.")

@@ -27,10 +27,9 @@ class Embeddings(nnx.Module):
         self.layer_norm = nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, rngs=rngs)
         self.dtype = dtype
 
-    def __call__(self, input_ids: jax.Array) -> jax.Array:
-        seq = input_ids.shape[1]
+    def __call__(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
         x = self.word_embeddings(input_ids)
-        x = x + self.position_embeddings.embedding[:seq][None]
+        x = x + self.position_embeddings(position_ids)
         # Single-sentence inputs: every token has type 0.
         x = x + self.token_type_embeddings.embedding[0]
         out: jax.Array = self.layer_norm(x).astype(self.dtype)
@@ -94,28 +93,47 @@ class MiniLM(nnx.Module):
             [EncoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """Embed a padded batch.
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        position_ids: jax.Array,
+        segments_per_row: int,
+    ) -> jax.Array:
+        """Embed a packed batch: several sequences per row, each its own segment.
 
         Args:
-            input_ids: int (batch, seq) token ids.
-            attention_mask: int or bool (batch, seq), 1 for real tokens, 0 for padding.
+            input_ids: int (rows, length) token ids.
+            segment_ids: int (rows, length): 1, 2, ... for each sequence of a row, 0 padding.
+            position_ids: int (rows, length), restarting at 0 in each segment.
+            segments_per_row: static; output row ``r * segments_per_row + s - 1`` is segment
+                ``s`` of row ``r``.
 
         Returns:
-            float32 (batch, hidden) embeddings of unit L2 norm (all-padding rows are zero).
+            float32 (rows * segments_per_row, hidden) unit-norm embeddings (absent segments
+            are zero rows). Tokens attend only within their segment, so a sequence's embedding
+            does not depend on its neighbours.
         """
-        keep = attention_mask.astype(bool)
-        mask = keep[:, None, None, :]  # (batch, heads, query, key)
-        x = self.embeddings(input_ids)
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        mask = same[:, None, :, :]  # (rows, heads, query, key); padding attends to padding
+        x = self.embeddings(input_ids, position_ids)
         for layer in self.layers:
             x = layer(x, mask)
-        return mean_pool_normalise(x, keep)
+        return segment_mean_normalise(x, segment_ids, segments_per_row)
 
 
-def mean_pool_normalise(hidden: jax.Array, keep: jax.Array) -> jax.Array:
-    """Mean over real tokens, then L2 normalisation, as sentence-transformers does it."""
-    weights = keep.astype(jnp.float32)[..., None]
-    summed = jnp.sum(hidden.astype(jnp.float32) * weights, axis=1)
-    mean = summed / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+def segment_mean_normalise(
+    hidden: jax.Array, segment_ids: jax.Array, segments_per_row: int
+) -> jax.Array:
+    """Mean over each segment's tokens, then L2 normalisation, as sentence-transformers does."""
+    rows, _, width = hidden.shape
+    # (rows, segments, length) one-hot: a matmul pools every segment (cheap next to the layers)
+    numbers = jnp.arange(1, segments_per_row + 1, dtype=segment_ids.dtype)
+    members = (segment_ids[:, None, :] == numbers[None, :, None]).astype(jnp.float32)
+    summed = jnp.einsum(
+        "rsl,rlh->rsh", members, hidden.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST
+    ).reshape(rows * segments_per_row, width)
+    counts = members.sum(axis=-1).reshape(rows * segments_per_row)
+    mean = summed / jnp.maximum(counts, 1e-9)[:, None]
     norm = jnp.linalg.norm(mean, axis=-1, keepdims=True)
     return mean / jnp.maximum(norm, 1e-12)

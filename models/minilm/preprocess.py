@@ -1,52 +1,256 @@
-"""Tokenisation for all-MiniLM-L6-v2 with the `tokenizers` library.
+"""Tokenisation for all-MiniLM-L6-v2, straight into a `TokenBatch` (no array per text).
 
 Matches sentence-transformers: surrounding whitespace stripped, lower-cased WordPiece,
 [CLS] ... [SEP], truncated to 256 tokens including the special tokens. No padding here:
-padding to shape buckets is the runner's job.
+packing into rows is the runner's job.
+
+Two paths give the same ids (tests compare them on the parity fixture and on generated text):
+- printable ASCII texts (the common case) take a batch-level fast path: one lower-casing and one
+  regular-expression split over the whole batch joined with a separator, one C-level dictionary
+  lookup per word, numpy for the rest; words outside the vocabulary are split by WordPiece's
+  greedy longest match once and cached. About 4 us per short text against 40-60 us for the
+  `tokenizers` pipeline on this machine's CPU, and no Python work per text;
+- every other text (non-ASCII, control characters) goes through the `tokenizers` library.
+The fast path is only enabled when tokenizer.json describes exactly the BERT pipeline it
+implements (BertNormalizer lower-casing, BertPreTokenizer, WordPiece with ``##``, [CLS]/[SEP]).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from models.minilm.config import MAX_SEQ_LEN
-from models.servable import Tokenized
+from models.packing import TokenBatch
 
 __all__ = ["MiniLMTokenizer"]
 
+_ASCII_PUNCTUATION = "".join(
+    map(chr, [*range(33, 48), *range(58, 65), *range(91, 97), *range(123, 127)])
+)
+#: texts the fast path handles: printable ASCII plus tab, newline and carriage return
+_SIMPLE_TEXT = re.compile(r"[\t\n\r\x20-\x7e]*")
+#: BertPreTokenizer on such text: runs of non-space non-punctuation, or one punctuation mark
+_WORD = re.compile(
+    rf"[^\s{re.escape(_ASCII_PUNCTUATION)}\x00]+|[{re.escape(_ASCII_PUNCTUATION)}\x00]"
+)
+_SEPARATOR = "\x00"  # never in a simple text; marks text boundaries in the joined batch
+_SEPARATOR_CODE = -1
+_MAX_CACHED_SPLITS = 100_000
+
+
+class _WordPieceVocab(dict[str, int]):
+    """Vocabulary lookup whose misses are split by WordPiece and cached as negative codes.
+
+    Code -1 is the text separator; code -(2 + k) means "the k-th cached multi-piece split".
+    """
+
+    def __init__(self, vocab: dict[str, int], unk_id: int, max_word_chars: int) -> None:
+        super().__init__(vocab)
+        self[_SEPARATOR] = _SEPARATOR_CODE
+        self._base_size = len(self)
+        self._vocab = vocab
+        self._unk_id = unk_id
+        self._max_word_chars = max_word_chars
+        self.splits: list[np.ndarray] = []
+
+    def __missing__(self, word: str) -> int:
+        pieces = self._split(word)
+        if len(pieces) == 1:
+            code = pieces[0]
+        else:
+            code = -2 - len(self.splits)
+            self.splits.append(np.asarray(pieces, dtype=np.int64))
+        self[word] = code
+        return code
+
+    def trim(self) -> None:
+        """Forget cached splits once there are many (call between batches): bounded memory."""
+        if len(self) - self._base_size < _MAX_CACHED_SPLITS:
+            return
+        for word in list(itertools.islice(self.keys(), self._base_size, None)):
+            del self[word]
+        self.splits = []
+
+    def _split(self, word: str) -> list[int]:
+        """WordPiece's greedy longest-match-first split of one word."""
+        if len(word) > self._max_word_chars:
+            return [self._unk_id]
+        pieces: list[int] = []
+        start = 0
+        while start < len(word):
+            end = len(word)
+            found = None
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                found = self._vocab.get(piece)
+                if found is not None:
+                    break
+                end -= 1
+            if found is None:
+                return [self._unk_id]
+            pieces.append(found)
+            start = end
+        return pieces
+
+
+def _fast_path_vocab(config: dict[str, Any]) -> _WordPieceVocab | None:
+    """The fast path's vocabulary, or None when tokenizer.json is not the BERT pipeline."""
+    normalizer = config.get("normalizer") or {}
+    model = config.get("model") or {}
+    post = config.get("post_processor") or {}
+    special = post.get("special_tokens", {})
+    plain_bert = (
+        normalizer.get("type") == "BertNormalizer"
+        and normalizer.get("lowercase") is True
+        and normalizer.get("clean_text", True) is True
+        and (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+        and model.get("type") == "WordPiece"
+        and model.get("continuing_subword_prefix") == "##"
+        and post.get("type") == "TemplateProcessing"
+        and [step.get("SpecialToken", {}).get("id") for step in post.get("single", [])]
+        == ["[CLS]", None, "[SEP]"]
+        and {"[CLS]", "[SEP]"} <= set(special)
+    )
+    if not plain_bert:
+        return None
+    vocab: dict[str, int] = model["vocab"]
+    return _WordPieceVocab(
+        vocab, vocab[model.get("unk_token", "[UNK]")], int(model["max_input_chars_per_word"])
+    )
+
 
 class MiniLMTokenizer:
-    """Wraps a `tokenizers.Tokenizer` loaded from tokenizer.json."""
+    """all-MiniLM-L6-v2's tokeniser: texts in, a `TokenBatch` out."""
 
     def __init__(self, path: str | Path, max_length: int = MAX_SEQ_LEN) -> None:
+        path = Path(path)
+        config = json.loads(path.read_text(encoding="utf-8"))
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._max_length = max_length
+        self._truncation = max_length
         self._tokenizer.enable_truncation(max_length)
+        self._vocab = _fast_path_vocab(config)
+        self.cls_id = self._special_id("[CLS]")
+        self.sep_id = self._special_id("[SEP]")
+
+    def _special_id(self, token: str) -> int:
+        found = self._tokenizer.token_to_id(token)
+        if found is None:
+            raise ValueError(f"the tokenizer has no {token} token")
+        return int(found)
 
     @property
     def max_length(self) -> int:
         """Longest encoding returned, special tokens included."""
         return self._max_length
 
-    def __call__(self, texts: Sequence[str], max_length: int | None = None) -> Tokenized:
-        """Tokenise `texts`; `max_length` (at most the default) truncates harder."""
+    @property
+    def has_fast_path(self) -> bool:
+        """True when printable ASCII texts skip the `tokenizers` pipeline."""
+        return self._vocab is not None
+
+    def __call__(
+        self, texts: Sequence[str], max_length: int | None = None, *, fast: bool = True
+    ) -> TokenBatch:
+        """Tokenise `texts`; `max_length` (at most the default) truncates harder.
+
+        ``fast=False`` sends every text through the `tokenizers` library (tests compare).
+        """
         limit = self._max_length if max_length is None else min(max_length, self._max_length)
-        stripped = [text.strip() for text in texts]  # as sentence-transformers does
-        encodings = self._tokenizer.encode_batch_fast(stripped) if stripped else []
-        ids: list[np.ndarray] = []
-        masks: list[np.ndarray] = []
-        for encoding in encodings:
-            row = np.asarray(encoding.ids, dtype=np.int32)
-            mask = np.asarray(encoding.attention_mask, dtype=np.int32)
-            if row.shape[0] > limit:  # keep [SEP] last, as truncation would
-                row = np.concatenate([row[: limit - 1], row[-1:]])
-                mask = mask[:limit]
-            ids.append(row)
-            masks.append(mask)
-        lengths = np.fromiter((row.shape[0] for row in ids), dtype=np.int32, count=len(ids))
-        return Tokenized(ids=tuple(ids), attention_masks=tuple(masks), lengths=lengths)
+        if not texts:
+            return TokenBatch(np.zeros(0, np.int32), np.zeros(0, np.int32))
+        if self._vocab is None or not fast:
+            return self._library(list(texts), limit)
+        simple = np.fromiter(
+            (match is not None for match in map(_SIMPLE_TEXT.fullmatch, texts)),
+            dtype=bool,
+            count=len(texts),
+        )
+        if simple.all():
+            return self._fast(texts, limit)
+        if not simple.any():
+            return self._library(list(texts), limit)
+        where_simple = np.flatnonzero(simple)
+        where_other = np.flatnonzero(~simple)
+        return _interleave(
+            len(texts),
+            (where_simple, self._fast([texts[i] for i in where_simple.tolist()], limit)),
+            (where_other, self._library([texts[i] for i in where_other.tolist()], limit)),
+        )
+
+    def _library(self, texts: list[str], limit: int) -> TokenBatch:
+        if limit != self._truncation:
+            self._tokenizer.enable_truncation(limit)
+            self._truncation = limit
+        encodings = self._tokenizer.encode_batch_fast([text.strip() for text in texts])
+        rows = [encoding.ids for encoding in encodings]
+        lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
+        ids = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum())
+        )
+        return TokenBatch(ids, lengths)
+
+    def _fast(self, texts: Sequence[str], limit: int) -> TokenBatch:
+        vocab = self._vocab
+        assert vocab is not None
+        vocab.trim()
+        words = _WORD.findall(f" {_SEPARATOR} ".join(texts).lower())
+        codes = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
+        split = np.flatnonzero(codes < _SEPARATOR_CODE)
+        if split.size:
+            codes = _expand_splits(codes, split, vocab.splits)
+        boundaries = np.flatnonzero(codes == _SEPARATOR_CODE)
+        counts = np.diff(boundaries, prepend=-1, append=len(codes)) - 1
+        content = codes[codes != _SEPARATOR_CODE]
+        within = np.arange(len(content), dtype=np.int64) - np.repeat(
+            np.cumsum(counts) - counts, counts
+        )
+        keep = limit - 2
+        if counts.max(initial=0) > keep:
+            content, within = content[within < keep], within[within < keep]
+            counts = np.minimum(counts, keep)
+        lengths = (counts + 2).astype(np.int32)
+        starts = np.cumsum(lengths, dtype=np.int64) - lengths
+        ids = np.empty(int(lengths.sum()), dtype=np.int32)
+        ids[starts] = self.cls_id
+        ids[starts + lengths - 1] = self.sep_id
+        ids[np.repeat(starts + 1, counts) + within] = content
+        return TokenBatch(ids, lengths)
+
+
+def _expand_splits(codes: np.ndarray, split: np.ndarray, table: list[np.ndarray]) -> np.ndarray:
+    """Replace each multi-piece code by its pieces."""
+    pieces = [table[-2 - code] for code in codes[split].tolist()]
+    sizes = np.ones(len(codes), dtype=np.int64)
+    sizes[split] = [len(piece) for piece in pieces]
+    out = np.repeat(codes, sizes)
+    starts = np.cumsum(sizes) - sizes
+    piece_sizes = sizes[split]
+    within = np.arange(int(piece_sizes.sum())) - np.repeat(
+        np.cumsum(piece_sizes) - piece_sizes, piece_sizes
+    )
+    out[np.repeat(starts[split], piece_sizes) + within] = np.concatenate(pieces)
+    return out
+
+
+def _interleave(n: int, *parts: tuple[np.ndarray, TokenBatch]) -> TokenBatch:
+    """Merge batches of sequences at the given positions back into one batch of ``n``."""
+    lengths = np.zeros(n, dtype=np.int32)
+    for where, batch in parts:
+        lengths[where] = batch.lengths
+    starts = np.cumsum(lengths, dtype=np.int64) - lengths
+    ids = np.empty(int(lengths.sum()), dtype=np.int32)
+    for where, batch in parts:
+        own = batch.lengths.astype(np.int64)
+        within = np.arange(int(own.sum())) - np.repeat(np.cumsum(own) - own, own)
+        ids[np.repeat(starts[where], own) + within] = batch.ids
+    return TokenBatch(ids, lengths)

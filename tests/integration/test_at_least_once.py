@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.batching import UnpreparedModel
 from streams.contract import Headers
 from streams.publisher import FaustPublisher
 from tests.support.answers import AnswerReader
@@ -24,7 +25,7 @@ from tests.support.inprocess import fresh_settings, running_app
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
 
-class FakeRunner:
+class FakeRunner(UnpreparedModel):
     name = "minilm"
     version = "fake-1"
     output_dim = 2

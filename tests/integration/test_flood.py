@@ -17,6 +17,7 @@ import pytest
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
 from streams import app as app_module
+from streams.batching import UnpreparedModel
 from tests.chaos.tools import produce_records, request_value
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
@@ -30,7 +31,7 @@ MAX_IN_FLIGHT = 8
 STREAM_BUFFER = 64
 
 
-class GatedRunner:
+class GatedRunner(UnpreparedModel):
     """Answers nothing until ``gate`` is set; counts the rows it was asked for."""
 
     name = "minilm"

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.batching import UnpreparedModel
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 POISON = "this input makes the model raise"
 
 
-class PoisonedRunner:
+class PoisonedRunner(UnpreparedModel):
     name = "minilm"
     version = "fake-1"
     output_dim = 1

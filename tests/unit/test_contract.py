@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import contract
 from streams.contract import Limits
@@ -31,6 +33,7 @@ def test_decodes_a_full_request() -> None:
         {"id": "r1", "model": "minilm", "version": "v", "inputs": ["a", "b"], "deadline_ms": 250}
     )
     assert request == contract.Request("r1", "minilm", "v", ("a", "b"), 250.0)
+    assert request.encoding == "float"
     assert request.deadline(100.0) == pytest.approx(100.25)
 
 
@@ -83,6 +86,65 @@ def test_bad_requests_get_typed_errors(raw: bytes, code: ErrorCode) -> None:
         contract.decode_request(raw, (), LIMITS)
     assert info.value.code is code
     assert info.value.message
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error", "message"),
+    [
+        (["ok", 7, "x" * 51], InvalidRequest, "inputs[1] must be a string, got a number"),
+        (["ok", "x" * 51, 7], InputTooLarge, "inputs[1] length in characters is 51, over the"),
+        (["ok", None], InvalidRequest, "inputs[1] must be a string, got null"),
+        (["ok", "ok", ["a"]], InvalidRequest, "inputs[2] must be a string, got an array"),
+        (["x" * 50, "x" * 52], InputTooLarge, "inputs[1] length in characters is 52, over the"),
+    ],
+)
+def test_the_first_bad_input_is_named_by_its_index(
+    inputs: list[object], error: type[RequestError], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        decode({"id": "a", "model": "minilm", "inputs": inputs})
+    assert info.value.message.startswith(message)
+
+
+def first_bad_input(inputs: list[object]) -> str | None:
+    """The message of the first bad input, checked one input at a time: the reference."""
+    for index, text in enumerate(inputs):
+        if not isinstance(text, str):
+            return f"inputs[{index}] must be a string"
+        if len(text) > LIMITS.max_input_chars:
+            return f"inputs[{index}] length in characters is {len(text)}"
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.booleans(),
+            st.none(),
+            st.lists(st.text(max_size=3), max_size=2),
+        ),
+        min_size=1,
+        max_size=LIMITS.max_inputs,
+    )
+)
+def test_inputs_are_checked_as_one_at_a_time_would(inputs: list[object]) -> None:
+    expected = first_bad_input(inputs)
+    raw = orjson.dumps({"id": "a", "model": "minilm", "inputs": inputs})
+    if expected is None:
+        assert contract.decode_request(raw, (), LIMITS).inputs == tuple(inputs)
+    else:
+        with pytest.raises(RequestError) as info:
+            contract.decode_request(raw, (), LIMITS)
+        assert info.value.message.startswith(expected)
+
+
+def test_inputs_at_the_limit_are_accepted_as_a_tuple() -> None:
+    inputs = ["x" * 50, "", "é" * 50]
+    assert decode({"id": "a", "model": "minilm", "inputs": inputs}).inputs == tuple(inputs)
 
 
 def test_tombstone_is_invalid_json() -> None:

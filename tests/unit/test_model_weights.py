@@ -37,19 +37,29 @@ def _tensors(model: MiniLM) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _forward(model: MiniLM, segments: jnp.ndarray, per_row: int) -> jnp.ndarray:
+    """One jitted call (one compile, not one per op); positions restart in each segment."""
+    starts = jnp.concatenate([jnp.ones_like(segments[:, :1]), jnp.diff(segments, axis=1)], 1)
+    index = jnp.arange(segments.shape[1])[None, :]
+    first = jnp.where(starts != 0, index, 0)
+    positions = index - jnp.maximum.accumulate(first, axis=1)
+    ids = jnp.ones_like(segments) + segments
+    return nnx.jit(lambda m, i, s, p: m(i, s, p, per_row))(model, ids, segments, positions)
+
+
 def test_tiny_model_shapes() -> None:
     model = MiniLM(TINY, rngs=nnx.Rngs(0))
-    ids = jnp.ones((3, 5), jnp.int32)
-    mask = jnp.ones((3, 5), jnp.int32).at[1, 2:].set(0)
-    out = nnx.jit(lambda m, i, k: m(i, k))(model, ids, mask)  # jit: one compile, not one per op
-    assert out.shape == (3, 8)
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    segments = jnp.asarray([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 2, 2, 2]], jnp.int32)
+    out = _forward(model, segments, per_row=2)
+    assert out.shape == (6, 8)  # rows x segments per row
+    present = np.asarray([0, 2, 4, 5])
+    np.testing.assert_allclose(np.linalg.norm(out[present], axis=1), 1.0, atol=1e-5)
+    assert not np.asarray(out)[[1, 3]].any()  # absent segments are zero rows
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output() -> None:
     model = MiniLM(TINY, dtype=jnp.dtype("bfloat16"), rngs=nnx.Rngs(0))
-    ones = jnp.ones((2, 4), jnp.int32)
-    out = nnx.jit(lambda m, i, k: m(i, k))(model, ones, ones)
+    out = _forward(model, jnp.ones((2, 4), jnp.int32), per_row=1)
     assert out.dtype == jnp.float32
     assert model.layers[0].intermediate.kernel[...].dtype == jnp.float32
 

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.batching import MicroBatcher
+from streams.batching import FunctionModel, MicroBatcher
 from streams.contract import Headers, Limits
 from streams.pipeline import Inbound, RequestPipeline, ServedModel
 
@@ -46,7 +46,7 @@ def inbound(
 
 @pytest.fixture
 async def batcher() -> MicroBatcher:
-    batcher = MicroBatcher(fake_infer, max_batch=8, max_wait_s=0.001)
+    batcher = MicroBatcher(FunctionModel(fake_infer), max_batch=8, max_wait_s=0.001)
     batcher.start()
     yield batcher  # type: ignore[misc]
     await batcher.stop()

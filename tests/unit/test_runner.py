@@ -11,13 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from models.bucketing import pad_chunk, plan_chunks, seq_bucket, split_batch
+from models.bucketing import seq_bucket, split_batch
 from models.errors import InvalidRunnerConfigError, RunnerClosedError, ShapeNotCompiledError
+from models.packing import TokenBatch
 from models.runner import ModelRunner, RunnerConfig
-from models.servable import Tokenized
 
 CONFIG = RunnerConfig(batch_buckets=(1, 8), seq_buckets=(8, 32))
 
@@ -30,24 +28,33 @@ class FakeServable:
     output_dim = 3
     max_seq_len = 32
     pad_id = 0
+    min_tokens = 1
 
     def __init__(self) -> None:
         self.params = {"scale": jnp.ones((), jnp.float32)}
         self.threads: list[str] = []
 
-    def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
+    def tokenize(self, texts: Sequence[str], max_length: int) -> TokenBatch:
         self.threads.append(threading.current_thread().name)
-        ids = tuple(
-            np.asarray([ord(c) + 1 for c in text][:max_length] or [1], np.int32) for text in texts
-        )
-        masks = tuple(np.ones_like(row) for row in ids)
-        lengths = np.asarray([row.shape[0] for row in ids], np.int32)
-        return Tokenized(ids=ids, attention_masks=masks, lengths=lengths)
+        rows = [[ord(c) + 1 for c in text][:max_length] or [1] for text in texts]
+        ids = np.asarray([i for row in rows for i in row], np.int32)
+        return TokenBatch(ids, np.asarray([len(row) for row in rows], np.int32))
 
-    def apply(self, params: Any, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        kept = input_ids * attention_mask
-        rows = [attention_mask.sum(1), input_ids[:, 0], kept.sum(1)]
-        out: jax.Array = jnp.stack(rows, axis=1).astype(jnp.float32) * params["scale"]
+    def apply(
+        self,
+        params: Any,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        position_ids: jax.Array,
+        segments_per_row: int,
+    ) -> jax.Array:
+        numbers = jnp.arange(1, segments_per_row + 1)
+        members = (segment_ids[:, None, :] == numbers[None, :, None]).astype(jnp.float32)
+        ids = input_ids.astype(jnp.float32)
+        first = (position_ids == 0).astype(jnp.float32) * ids
+        rows = [members.sum(-1), members @ first[..., None], members @ ids[..., None]]
+        flat = [rows[0][..., None], rows[1], rows[2]]
+        out: jax.Array = jnp.concatenate(flat, axis=-1).reshape(-1, 3) * params["scale"]
         return out
 
 
@@ -96,47 +103,6 @@ def test_split_batch_with_costly_calls_pads_to_the_nearest_bucket() -> None:
     assert split_batch(20, (1, 4, 16, 32), call_cost=1000.0) == [(32, 20)]
 
 
-def test_plan_groups_by_length_and_keeps_short_texts_short() -> None:
-    chunks = plan_chunks([30, 3, 100, 5, 31], (1, 8), (8, 32, 128), call_cost=1.0)
-    assert [(c.indices, c.batch, c.seq) for c in chunks] == [
-        ((1,), 1, 8),
-        ((3,), 1, 8),
-        ((0,), 1, 32),
-        ((4,), 1, 32),
-        ((2,), 1, 128),
-    ]
-    costly = plan_chunks([30, 3, 100, 5, 31], (1, 8), (8, 32, 128), call_cost=100.0)
-    assert [(c.indices, c.batch, c.seq) for c in costly] == [
-        ((1, 3), 8, 8),
-        ((0, 4), 8, 32),
-        ((2,), 1, 128),
-    ]
-
-
-@given(st.lists(st.integers(min_value=1, max_value=128), max_size=80))
-def test_plan_covers_every_input_once_in_bucketed_shapes(lengths: list[int]) -> None:
-    chunks = plan_chunks(lengths, (1, 4, 16), (16, 64, 128))
-    seen = sorted(i for chunk in chunks for i in chunk.indices)
-    assert seen == list(range(len(lengths)))
-    for chunk in chunks:
-        assert chunk.batch in (1, 4, 16)
-        assert chunk.seq in (16, 64, 128)
-        assert 0 < len(chunk.indices) <= chunk.batch
-        assert all(lengths[i] <= chunk.seq for i in chunk.indices)
-
-
-def test_pad_chunk_right_pads_ids_and_mask() -> None:
-    ids, mask = pad_chunk([np.array([5, 6, 7]), np.array([9])], batch=4, seq=5, pad_id=0)
-    assert ids.tolist() == [[5, 6, 7, 0, 0], [9, 0, 0, 0, 0], [0] * 5, [0] * 5]
-    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0] * 5, [0] * 5]
-    assert ids.dtype == mask.dtype == np.int32
-
-
-def test_pad_chunk_rejects_rows_that_do_not_fit() -> None:
-    with pytest.raises(ValueError, match="more than seq 2"):
-        pad_chunk([np.array([1, 2, 3])], batch=1, seq=2, pad_id=0)
-
-
 # -- config ----------------------------------------------------------------------------------
 
 
@@ -181,12 +147,15 @@ def test_rows_come_back_in_input_order(runner: ModelRunner) -> None:
     assert set(timing.padded_shapes) <= set(CONFIG.shapes)
     assert timing.tokenize_ms >= 0
     assert timing.compute_ms > 0
+    assert timing.real_tokens == sum(len(expected_row(t)) and expected_row(t)[0] for t in texts)
+    assert 0 < timing.padding_efficiency <= 1
 
 
 def test_texts_longer_than_the_largest_bucket_are_truncated(runner: ModelRunner) -> None:
     out, timing = runner.infer(["z" * 100])
     assert out.tolist() == [expected_row("z" * 100, limit=32)]
     assert timing.padded_shapes == ((1, 32),)
+    assert timing.padding_efficiency == 1.0
 
 
 def test_empty_input(runner: ModelRunner) -> None:
@@ -218,14 +187,18 @@ def test_nothing_compiles_after_warm_up(runner: ModelRunner) -> None:
 
 
 def test_an_uncompiled_shape_raises_after_warm_up(runner: ModelRunner) -> None:
+    zeros = np.zeros((3, 8), np.int32)
     with pytest.raises(ShapeNotCompiledError, match=r"\(batch=3, seq=8\) was not compiled"):
-        runner.forward(np.zeros((3, 8), np.int32), np.ones((3, 8), np.int32))
+        runner.forward(zeros, zeros, zeros)
 
 
-def test_forward_runs_a_padded_bucket(runner: ModelRunner) -> None:
-    ids, mask = pad_chunk([np.array([5, 6]), np.array([9])], batch=8, seq=8, pad_id=0)
-    out = np.asarray(runner.forward(ids, mask))
-    assert out[:2].tolist() == [[2, 5, 11], [1, 9, 9]]
+def test_forward_runs_a_packed_bucket(runner: ModelRunner) -> None:
+    ids = np.zeros((8, 8), np.int32)
+    segments = np.zeros((8, 8), np.int32)
+    positions = np.zeros((8, 8), np.int32)
+    ids[0, :3], segments[0, :3], positions[0, :3] = [5, 6, 9], [1, 1, 2], [0, 1, 0]
+    out = np.asarray(runner.forward(ids, segments, positions))
+    assert out[:2].tolist() == [[2, 5, 11], [1, 9, 9]]  # two segments of row 0
     assert runner.compile_shape(8, 8) == 0.0
 
 
@@ -235,7 +208,7 @@ def test_before_warm_up_shapes_compile_on_first_use() -> None:
         assert lazy.compiled_shapes == {(1, 8)}
 
 
-async def test_infer_async_runs_on_one_compute_thread() -> None:
+async def test_infer_async_tokenises_on_the_host_thread_never_the_loop() -> None:
     servable = FakeServable()
     with ModelRunner(servable, CONFIG) as model:
         model.warm_up()
@@ -246,7 +219,7 @@ async def test_infer_async_runs_on_one_compute_thread() -> None:
     loop_thread = threading.current_thread().name
     assert loop_thread not in servable.threads
     assert len(set(servable.threads)) == 1
-    assert servable.threads[0].startswith("fake-compute")
+    assert servable.threads[0].startswith("fake-host")
 
 
 async def test_closed_runner_refuses_work() -> None:
