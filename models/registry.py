@@ -50,7 +50,7 @@ def load(
     if zero_cost != "off":
         from models.zero_cost import ZeroCostServable
 
-        return ModelRunner(ZeroCostServable(name, zero_cost), config)
+        return ModelRunner(ZeroCostServable(name, zero_cost, model_dir), config)
     if model_dir is not None:
         from models.minilm.servable import build
 

@@ -5,7 +5,8 @@ default. With it the whole host path runs as in production (decode, batch, token
 answer, publish) while the model returns one constant unit row per input, so the figures show
 what the worker itself costs per message and per input: the ceiling a fast accelerator meets.
 
-- ``"model"``: the real MiniLM tokeniser, a constant forward.
+- ``"model"``: the real MiniLM tokeniser (from ``KINFER_MODEL_DIR`` when set), a constant
+  forward.
 - ``"model-and-tokenizer"``: no tokeniser either; every text becomes the same 18 token ids
   (the bench's texts are about 18 tokens), built with numpy in one step.
 Answers carry the version ``zero-cost@bench`` so they can never pass for real embeddings.
@@ -14,6 +15,7 @@ Answers carry the version ``zero-cost@bench`` so they can never pass for real em
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -38,7 +40,7 @@ class ZeroCostServable:
     pad_id = 0
     min_tokens = 2
 
-    def __init__(self, name: str, mode: str) -> None:
+    def __init__(self, name: str, mode: str, model_dir: str | Path | None = None) -> None:
         if mode not in ZERO_COST_MODES[1:]:
             raise ValueError(f"zero-cost mode {mode!r}: expected one of {ZERO_COST_MODES[1:]}")
         self.name = name
@@ -49,7 +51,8 @@ class ZeroCostServable:
             from models.minilm.preprocess import MiniLMTokenizer
             from models.minilm.servable import weights_dir
 
-            self._tokenizer = MiniLMTokenizer(weights_dir() / "tokenizer.json")
+            folder = Path(model_dir) if model_dir is not None else weights_dir()
+            self._tokenizer = MiniLMTokenizer(folder / "tokenizer.json")
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> TokenBatch:
         """The real tokeniser (mode "model"), or 18 fixed ids per text."""
