@@ -101,15 +101,34 @@ class PackedCall:
         return rows * length
 
 
+#: Segments per row are capped at length / SEGMENT_TOKENS (at least MIN_SEGMENT_CAP): the model
+#: returns rows x segments output slots, and an uncapped count (length / 2 for BERT) would make
+#: that output, and its copy to the host, several times larger than the useful rows.
+SEGMENT_TOKENS = 8
+MIN_SEGMENT_CAP = 4
+
+
 def max_segments(length: int, min_tokens: int) -> int:
-    """Most segments a row of ``length`` can hold when every sequence has ``min_tokens``."""
-    return max(1, length // max(1, min_tokens))
+    """Most segments a row of ``length`` tokens holds (the model's output slots per row)."""
+    fits = max(1, length // max(1, min_tokens))
+    return min(fits, max(MIN_SEGMENT_CAP, length // SEGMENT_TOKENS))
+
+
+def _fitting(count: int, segments: int, fill: int, length: int, cap_at: list[int]) -> int:
+    """Most of ``count`` sequences of ``length`` a row (``segments``, ``fill``) can take."""
+    while count and segments + count > cap_at[fill + count * length]:
+        count -= 1
+    return count
 
 
 def _first_fit_decreasing(
-    lengths: np.ndarray, capacity_for: dict[int, int]
+    lengths: np.ndarray, capacity_for: dict[int, int], cap_at: list[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Place sequences in rows; returns per-sequence row, start, segment and each row's fill."""
+    """Place sequences in rows; returns per-sequence row, start, segment and each row's fill.
+
+    A row filled to ``f`` tokens holds at most ``cap_at[f]`` sequences: the output slots of the
+    shortest call that can hold it.
+    """
     n = len(lengths)
     order = np.argsort(-lengths, kind="stable")
     distinct, counts = np.unique(-lengths, return_counts=True)  # longest first
@@ -125,7 +144,8 @@ def _first_fit_decreasing(
         still_open: list[int] = []
         for row in open_rows:
             if left:
-                fits = min((row_capacity[row] - row_fill[row]) // length, left)
+                room = (row_capacity[row] - row_fill[row]) // length
+                fits = _fitting(min(room, left), row_segments[row], row_fill[row], length, cap_at)
                 if fits:
                     placements.append((row, row_fill[row], row_segments[row], length, fits))
                     row_fill[row] += fits * length
@@ -135,9 +155,8 @@ def _first_fit_decreasing(
                 still_open.append(row)
         open_rows = still_open
         capacity = capacity_for[length]
-        per_row = capacity // length
         while left:
-            fits = min(per_row, left)
+            fits = max(1, _fitting(min(capacity // length, left), 0, 0, length, cap_at))
             row = len(row_fill)
             row_capacity.append(capacity)
             row_fill.append(fits * length)
@@ -184,7 +203,12 @@ def pack(
         int(length): seq_bucket(max(int(length), opening), buckets)
         for length in np.unique(lengths).tolist()
     }
-    row_of, start_of, segment_of, row_fill = _first_fit_decreasing(lengths, capacity_for)
+    # cap_at[f]: output slots of the shortest call that holds a row filled to f tokens
+    cap_at = [
+        max_segments(seq_bucket(max(fill, 1), buckets), min_tokens)
+        for fill in range(buckets[-1] + 1)
+    ]
+    row_of, start_of, segment_of, row_fill = _first_fit_decreasing(lengths, capacity_for, cap_at)
     fills = np.asarray(row_fill, dtype=np.int64)
     by_fill = np.argsort(-fills, kind="stable")  # fullest rows first
     shapes: list[tuple[int, int]] = []

@@ -120,7 +120,7 @@ async def test_batch_is_cut_early_for_the_nearest_deadline() -> None:
     try:
         started = time.perf_counter()
         result = await batcher.submit(["urgent"], deadline=time.time() + 0.2)
-        assert time.perf_counter() - started < 1.0  # not held for the 10 s max_wait
+        assert time.perf_counter() - started < 5.0  # not held for the 10 s max_wait
         np.testing.assert_array_equal(result.outputs, expected(["urgent"]))
     finally:
         await batcher.stop()
