@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "sentence_transformers": importlib.metadata.version("sentence-transformers"),
         "torch": importlib.metadata.version("torch"),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
         "texts_per_call": len(texts),
         "sentences_per_s": {str(size): rate for size, rate in rates.items()},
     }

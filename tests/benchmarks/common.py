@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +17,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from streams.admin import ensure_topics
 from streams.settings import Settings
-from tests.benchmarks.bench_model import DEFAULT_TEXTS
 from tests.support.answers import AnswerReader
 
-#: The texts every row of the table runs (bench_model.py's, 8 short English sentences).
-TEXTS: tuple[str, ...] = DEFAULT_TEXTS
+#: The text every row of the table runs, numbered: 17-20 tokens with [CLS] and [SEP] (17 below
+#: n = 342, 19 for most n in the thousands). The peers (sentence-transformers alone and its
+#: aiokafka loop) are sent the same texts, made here.
+TEXT = "This is sentence number {n} about a customer order that was delayed in shipping."
+#: Words that are one WordPiece each: mixed-length texts have one token per word.
+_PHRASE = (
+    "the customer said her order was late again and the team would send a new one next week "
+    "after they check stock in every store near her home city"
+)
+_WORDS = tuple(_PHRASE.split())
+#: Mixed-length texts (one row at 64 inputs/message): 5 to 120 tokens, [CLS] and [SEP] included.
+MIXED_TOKENS = (5, 120)
 #: What kinfer serves by default (streams/settings.py, or KINFER_* in this environment): every
 #: kinfer row runs it, and the limit is measured on the same runner configuration.
 SETTINGS = Settings()
@@ -62,14 +71,39 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
-def request_value(request_id: str, inputs: Sequence[str]) -> bytes:
-    """A request record as clients send it."""
-    return orjson.dumps({"id": request_id, "model": "minilm", "inputs": list(inputs)})
+def request_value(request_id: str, inputs: Sequence[str], encoding: str = "float") -> bytes:
+    """A request record as clients send it; ``encoding`` is sent only when it is not "float"."""
+    doc: dict[str, Any] = {"id": request_id, "model": "minilm", "inputs": list(inputs)}
+    if encoding != "float":
+        doc["encoding"] = encoding
+    return orjson.dumps(doc)
+
+
+def text_for(n: int) -> str:
+    """Text number ``n`` (every row's text)."""
+    return TEXT.format(n=n)
+
+
+#: Makes the inputs of message ``index`` with ``per_message`` inputs.
+Texts = Callable[[int, int], list[str]]
 
 
 def inputs_for(index: int, per_message: int) -> list[str]:
-    """The inputs of message ``index``: the texts in turn."""
-    return [TEXTS[(index * per_message + j) % len(TEXTS)] for j in range(per_message)]
+    """The inputs of message ``index``: texts numbered on from the previous message's."""
+    return [text_for(index * per_message + j) for j in range(per_message)]
+
+
+def mixed_text(n: int) -> str:
+    """Mixed-length text ``n``: lengths step through 5..120 tokens in a scrambled order."""
+    low, high = MIXED_TOKENS
+    tokens = low + (n * 53) % (high - low + 1)  # 53 is prime to 116: every length, in turn
+    words = tokens - 3  # [CLS], the final ".", [SEP]
+    return " ".join(_WORDS[(n * 7 + k) % len(_WORDS)] for k in range(words)) + "."
+
+
+def mixed_inputs_for(index: int, per_message: int) -> list[str]:
+    """The inputs of message ``index`` for the mixed-length row."""
+    return [mixed_text(index * per_message + j) for j in range(per_message)]
 
 
 class TimedReader(AnswerReader):
@@ -171,6 +205,11 @@ def mean_timing(answers: Iterable[dict[str, Any]]) -> dict[str, float]:
     return {name: statistics.fmean(values) for name, values in sums.items()}
 
 
+def padding_of(timing: dict[str, float]) -> float | str:
+    """Mean ``timing.padding_efficiency`` (real / computed tokens), or "n/a" when not reported."""
+    return timing.get("padding_efficiency", "n/a")
+
+
 async def saturate(
     bootstrap: str,
     request_topic: str,
@@ -181,10 +220,15 @@ async def saturate(
     pids: Sequence[int],
     timeout_s: float = 120.0,
     broker_pid: int | None = None,
+    texts: Texts = inputs_for,
+    encoding: str = "float",
 ) -> Run:
     """Produce a backlog of ``messages`` at once; time from the first send to the last answer."""
     tag = uuid.uuid4().hex[:6]
-    ids = {f"s{tag}-{i}" for i in range(messages)}
+    ids: set[Hashable] = {f"s{tag}-{i}" for i in range(messages)}
+    values = [
+        request_value(f"s{tag}-{i}", texts(i, per_message), encoding) for i in range(messages)
+    ]
     async with TimedReader(bootstrap, response_topic) as reader:
         prod = producer(bootstrap)
         await prod.start()
@@ -192,12 +236,8 @@ async def saturate(
             cpu0, bcpu0 = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
             started = time.time()
             futures = [
-                await prod.send(
-                    request_topic,
-                    request_value(f"s{tag}-{i}", inputs_for(i, per_message)),
-                    key=f"k{i}".encode(),
-                )
-                for i in range(messages)
+                await prod.send(request_topic, value, key=f"k{i}".encode())
+                for i, value in enumerate(values)
             ]
             collecting = asyncio.ensure_future(reader.collect_quietly(ids, timeout_s))
             await asyncio.gather(*futures)
@@ -217,6 +257,54 @@ async def saturate(
         cpu_s=cpu1 - cpu0,
         broker_cpu_s=bcpu1 - bcpu0,
         timing=mean_timing(answers),
+    )
+
+
+async def sized_saturate(
+    bootstrap: str,
+    request_topic: str,
+    response_topic: str,
+    *,
+    seconds: float,
+    per_message: int,
+    pids: Sequence[int],
+    broker_pid: int | None = None,
+    texts: Texts = inputs_for,
+    encoding: str = "float",
+) -> Run:
+    """:func:`saturate` with a backlog sized to take about ``seconds``, from probe backlogs.
+
+    Probes (which also warm the path up) grow 8x until one takes 0.25 s; their rate sizes the
+    measured backlog. For rows whose rate nothing else predicts (peers, zero-cost models).
+    """
+    probe = 4 if per_message > 1 else 16
+    while True:
+        run = await saturate(
+            bootstrap,
+            request_topic,
+            response_topic,
+            messages=probe,
+            per_message=per_message,
+            pids=pids,
+            timeout_s=max(60.0, 6 * seconds),
+            texts=texts,
+            encoding=encoding,
+        )
+        if run.missing or run.elapsed_s >= 0.25 or probe >= 4096:
+            break
+        probe *= 8
+    rate = (run.messages - run.missing) / max(run.elapsed_s, 1e-3)
+    return await saturate(
+        bootstrap,
+        request_topic,
+        response_topic,
+        messages=max(8, int(seconds * rate)),
+        per_message=per_message,
+        pids=pids,
+        timeout_s=max(60.0, 6 * seconds),
+        broker_pid=broker_pid,
+        texts=texts,
+        encoding=encoding,
     )
 
 

