@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -114,6 +115,15 @@ def max_segments(length: int, min_tokens: int) -> int:
     return min(fits, max(MIN_SEGMENT_CAP, length // SEGMENT_TOKENS))
 
 
+@cache
+def _segment_caps(buckets: tuple[int, ...], min_tokens: int) -> list[int]:
+    """caps[f]: output slots of the shortest call that holds a row filled to f tokens."""
+    return [
+        max_segments(seq_bucket(max(fill, 1), buckets), min_tokens)
+        for fill in range(buckets[-1] + 1)
+    ]
+
+
 def _fitting(count: int, segments: int, fill: int, length: int, cap_at: list[int]) -> int:
     """Most of ``count`` sequences of ``length`` a row (``segments``, ``fill``) can take."""
     while count and segments + count > cap_at[fill + count * length]:
@@ -203,11 +213,7 @@ def pack(
         int(length): seq_bucket(max(int(length), opening), buckets)
         for length in np.unique(lengths).tolist()
     }
-    # cap_at[f]: output slots of the shortest call that holds a row filled to f tokens
-    cap_at = [
-        max_segments(seq_bucket(max(fill, 1), buckets), min_tokens)
-        for fill in range(buckets[-1] + 1)
-    ]
+    cap_at = _segment_caps(buckets, min_tokens)
     row_of, start_of, segment_of, row_fill = _first_fit_decreasing(lengths, capacity_for, cap_at)
     fills = np.asarray(row_fill, dtype=np.int64)
     by_fill = np.argsort(-fills, kind="stable")  # fullest rows first
