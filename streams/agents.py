@@ -6,6 +6,11 @@ event in a ``finally`` even when answering failed. Each event is acked only afte
 acknowledged by the broker, so a crash at any point leaves the request uncommitted and it is
 delivered again. Messages are decoded in consumption order, handled concurrently (the batcher
 gathers them across partitions) and their answers published in the order of each partition.
+
+What the agent holds is bounded in inputs and in estimated tokens (``KINFER_MAX_IN_FLIGHT``,
+``KINFER_MAX_IN_FLIGHT_TOKENS``). Once the worker is unhealthy (a systemic failure, see
+:meth:`KinferApp.failure`) the agent stops taking messages: nothing more is answered or acked,
+/live fails, and what the worker took is delivered again to the worker that replaces it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from streams.contract import normalise_headers
+from streams.errors import WorkerUnhealthy
 from streams.pipeline import Inbound, Prepared
 from streams.settings import Settings
 
@@ -56,27 +62,50 @@ def register_agent(app: KinferApp, settings: Settings) -> None:
         async for event in manual.events():
             if app.stopping:  # a graceful stop began: leave it uncommitted
                 continue
+            if app.failure() is not None:
+                await _stop_taking(app)
             pipeline = app.pipeline
             assert pipeline is not None, "the pipeline is built before the consumer starts"
             prepared = pipeline.prepare(inbound_from_event(event))
-            await app.in_flight.acquire(prepared.weight)
-            if app.stopping:  # a graceful stop began: leave it uncommitted
-                app.in_flight.release(prepared.weight)
+            await app.in_flight.acquire(prepared.weight, prepared.tokens)
+            if app.stopping or app.failure() is not None or _stale(app, event):
+                # leave it uncommitted: a stop or a failure began, or a rebalance since it was
+                # fetched (Faust seeks back to the committed offsets, so it comes again)
+                app.in_flight.release(prepared.weight, prepared.tokens)
+                pipeline.abandon(prepared)
                 continue
             task = asyncio.create_task(_answer_then_ack(app, manual, event, prepared))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
 
+def _stale(app: KinferApp, event: Any) -> bool:
+    """Whether ``event`` was fetched before the latest rebalance (as Faust's streams judge)."""
+    generation = getattr(event.message, "generation_id", None)
+    return generation is not None and generation != app.consumer_generation_id
+
+
+async def _stop_taking(app: KinferApp) -> None:
+    """Take nothing more, ever: the stream's buffer fills and Faust stops fetching."""
+    log.error("the worker is unhealthy (%s): it stops taking requests", app.failure())
+    await asyncio.get_running_loop().create_future()  # until the worker is stopped
+
+
 async def _answer_then_ack(app: KinferApp, stream: Any, event: Any, prepared: Prepared) -> None:
+    offset = event.message.offset
     try:
         assert app.pipeline is not None
         await app.pipeline.handle(prepared)
         await stream.ack(event)
     except asyncio.CancelledError:
-        log.debug("stopped before answering offset %d: it stays uncommitted", event.message.offset)
+        log.debug("stopped before answering offset %d: it stays uncommitted", offset)
         raise
-    except Exception:  # handle() never raises by design; if it does, do not ack
-        log.exception("answering offset %d failed: not acked", event.message.offset)
+    except WorkerUnhealthy:
+        log.debug("unhealthy: offset %d is left unanswered and uncommitted", offset)
+    except Exception as exc:  # handle() never raises by design: a bug of ours
+        log.exception("answering offset %d failed: not acked", offset)
+        # Unacked, it would hold its partition's commits until the next rebalance: declare the
+        # worker unhealthy instead, so it is replaced and the request answered again.
+        app.fail(f"answering a request raised {exc!r}")
     finally:
-        app.in_flight.release(prepared.weight)
+        app.in_flight.release(prepared.weight, prepared.tokens)

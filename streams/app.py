@@ -14,6 +14,17 @@ requests it had started are answered, acked and committed, a wait bounded by
 ``shutdown_timeout_s``. Requests still unanswered then are cancelled, and they and the messages
 still buffered stay uncommitted (another worker answers them). The whole stop ends within
 ``shutdown_timeout_s`` + ``SHUTDOWN_GRACE_S``; past that the process exits hard (code 70).
+
+Rebalance: the same wait, bounded by ``REBALANCE_WAIT_S`` (within Faust's rebalance timeout):
+what is still unanswered then is cancelled and stays uncommitted; Faust seeks every partition
+back to its committed offset after a rebalance, so it is answered again by whoever owns it.
+
+Health: ``/live`` fails (503) once the worker cannot serve (a systemic model failure, its own
+topics refusing its answers, a handler that raised: :meth:`KinferApp.failure`) or when a model
+call has run longer than ``liveness_timeout_s`` (a hung model), so the orchestrator restarts it;
+the agent then takes nothing more and what it holds stays uncommitted. ``/ready`` is true only
+while the worker is warm, live, not stopping and a member of its group with an assignment (it
+is cleared when a rebalance starts).
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ from streams.flow import InFlightLimit
 from streams.pipeline import RequestPipeline, ServedModel
 from streams.processes import apply_accelerator_env
 from streams.publisher import FaustPublisher
+from streams.replyto import ReplyToPolicy
+from streams.security import KafkaSecurity, fail_fast, kafka_security
 from streams.serving import load_runner
 from streams.settings import Settings, get_settings
 from streams.topics import declared_topics
@@ -52,12 +65,20 @@ TOPIC_WATCH_INTERVAL_S = 2.0
 SHUTDOWN_GRACE_S = 10.0
 #: Exit code of a stop that overran ``shutdown_timeout_s + SHUTDOWN_GRACE_S``.
 EXIT_SHUTDOWN_OVERRUN = 70
+#: Faust's rebalance timeout here (``broker_rebalance_timeout``): a member must rejoin within it.
+REBALANCE_TIMEOUT_S = 5
+#: Bound on a rebalance's wait for the requests the worker started (within the timeout above).
+REBALANCE_WAIT_S = 3.0
+#: Bound on the consumer metadata refresh after topics were re-created.
+METADATA_REFRESH_TIMEOUT_S = 10.0
 
 
 class KinferApp(faust.App):
     """A Faust app that owns the model runner, the batcher and the request pipeline."""
 
     kinfer_settings: Settings
+    #: TLS and SASL for every Kafka client of the worker (Faust's, the admin client's)
+    kafka_security: KafkaSecurity
     pipeline: RequestPipeline | None = None
     batcher: MicroBatcher | None = None
     in_flight: InFlightLimit
@@ -70,10 +91,15 @@ class KinferApp(faust.App):
     stopping: bool = False
     _watchdog: threading.Timer | None = None
     _topic_watch: asyncio.Task[None] | None = None
+    _failure: str | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         settings = self.kinfer_settings
+        # fail at once, before the warm-up, when TLS or SASL cannot work as set (a broker that
+        # is merely down is waited for by ensure_topics, after it)
+        log.info("Kafka security: %s", self.kafka_security.describe())
+        await fail_fast(self.kafka_security, settings.bootstrap_servers)
         started = time.perf_counter()
         self.runner = await asyncio.to_thread(load_runner, settings)
         log.info(
@@ -86,7 +112,12 @@ class KinferApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         settings = self.kinfer_settings
-        await ensure_topics(settings.bootstrap_servers, declared_topics(settings))
+        await ensure_topics(
+            settings.bootstrap_servers,
+            declared_topics(settings),
+            security=self.kafka_security,
+            replication_factor=settings.replication_factor,
+        )
         self.batcher = MicroBatcher(
             self.runner,
             max_batch=settings.max_batch,
@@ -100,12 +131,14 @@ class KinferApp(faust.App):
             served=ServedModel(self.runner.name, self.runner.version),
             default_topic=settings.response_topic,
             dead_letter_topic=settings.dead_letter_topic,
-            max_answer_bytes=self.conf.producer_max_request_size - 4096,
+            max_answer_bytes=settings.max_answer_bytes,
+            max_input_tokens=max(settings.seq_buckets),
             limits=Limits(
                 max_message_bytes=settings.max_message_bytes,
                 max_inputs=settings.max_inputs_per_request,
                 max_input_chars=settings.max_input_chars,
             ),
+            reply_to=ReplyToPolicy.from_settings(settings),
         )
         self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
 
@@ -125,7 +158,9 @@ class KinferApp(faust.App):
                 try:
                     if admin is None:
                         admin = AIOKafkaAdminClient(
-                            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+                            bootstrap_servers=settings.bootstrap_servers,
+                            request_timeout_ms=5000,
+                            **self.kafka_security.aiokafka(),
                         )
                         async with asyncio.timeout(10):
                             await admin.start()
@@ -139,7 +174,12 @@ class KinferApp(faust.App):
                     log.warning(
                         "topics %s are gone (broker restarted?): creating them again", missing
                     )
-                    await ensure_topics(settings.bootstrap_servers, declared)
+                    await ensure_topics(
+                        settings.bootstrap_servers,
+                        declared,
+                        security=self.kafka_security,
+                        replication_factor=settings.replication_factor,
+                    )
                     await self._refresh_consumer_metadata()
                 except Exception as exc:  # broker down: reconnect and try again later
                     log.info("topic watch: %r", exc)
@@ -153,15 +193,67 @@ class KinferApp(faust.App):
                     await admin.close()
 
     async def _refresh_consumer_metadata(self) -> None:
-        """Nudge aiokafka: new metadata shows the recreated topic, which triggers a rejoin."""
+        """Nudge aiokafka: new metadata shows the recreated topic, which triggers a rejoin.
+
+        Faust's aiokafka consumer lives in a thread with its own event loop: its client is
+        only touched there (``call_thread``), never from this loop.
+        """
         thread = getattr(self.consumer, "_thread", None)
         consumer = getattr(thread, "_consumer", None)
         client = getattr(consumer, "_client", None)
-        if client is not None:
-            client.force_metadata_update()
+        if thread is None or client is None:
+            return
+
+        async def refresh() -> None:
+            await client.force_metadata_update()
+
+        async with asyncio.timeout(METADATA_REFRESH_TIMEOUT_S):
+            await thread.call_thread(refresh)
+
+    # --- health ---------------------------------------------------------------------------
+    def failure(self) -> str | None:
+        """Why the worker cannot serve any more, or None while it can."""
+        for reason in (
+            self._failure,
+            getattr(self.batcher, "failure", None),
+            getattr(self.pipeline, "failure", None),
+        ):
+            if reason is not None:
+                return str(reason)
+        return None
+
+    def fail(self, reason: str) -> None:
+        """Declare the worker unhealthy: /live fails, and the agent takes nothing more."""
+        if self._failure is None:
+            self._failure = reason
+            log.error("the worker is unhealthy: %s", reason)
+        self.ready = False
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the worker is live, and why not."""
+        failure = self.failure()
+        if failure is not None:
+            return False, {"reason": failure}
+        stalled = self.batcher.stalled_s() if self.batcher is not None else 0.0
+        limit = self.kinfer_settings.liveness_timeout_s
+        if stalled > limit:
+            return False, {
+                "reason": f"a model call has run for {stalled:.0f}s, over "
+                f"KINFER_LIVENESS_TIMEOUT_S={limit:g}"
+            }
+        return True, {}
+
+    def is_ready(self) -> bool:
+        """Warm, live, not stopping, and a member of the group with its assignment."""
+        return self.ready and not self.stopping and self.liveness()[0]
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        self.ready = False  # until the new assignment arrives
 
     async def on_stop(self) -> None:
         self.stopping = True
+        self.ready = False
         if self._topic_watch is not None:
             self._topic_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,31 +265,35 @@ class KinferApp(faust.App):
         await super().on_stop()
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        # Called on stop and on every rebalance; the bound applies to the stop only.
-        if not self.stopping:
-            await super()._consumer_wait_empty(consumer, logger)
-            return
-        # Not Faust's wait_empty: it waits for every message the stream took, with no bound,
-        # and swallows the cancellation a timeout would send it.
-        timeout = self.kinfer_settings.shutdown_timeout_s
+        # Called on stop and on every rebalance, bounded either way. Not Faust's wait_empty: it
+        # waits, with no bound, for every message the stream took, also one whose handler
+        # raised (never acked), and swallows the cancellation a timeout would send it.
+        if self.stopping:
+            what, timeout, setting = (
+                "graceful stop",
+                self.kinfer_settings.shutdown_timeout_s,
+                "KINFER_SHUTDOWN_TIMEOUT_S",
+            )
+        else:
+            what, timeout, setting = "rebalance", REBALANCE_WAIT_S, "REBALANCE_WAIT_S"
         started = time.monotonic()
         pending = {task for task in self.handler_tasks if not task.done()}
         if pending:
             _, pending = await asyncio.wait(pending, timeout=timeout)
         if pending:
             log.warning(
-                "graceful stop: %d requests still unanswered after %.1fs "
-                "(KINFER_SHUTDOWN_TIMEOUT_S): left uncommitted",
+                "%s: %d requests still unanswered after %.1fs (%s): left uncommitted",
+                what,
                 len(pending),
                 timeout,
+                setting,
             )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         else:
             log.info(
-                "graceful stop: every started request answered in %.2fs",
-                time.monotonic() - started,
+                "%s: every started request answered in %.2fs", what, time.monotonic() - started
             )
         # Commits the acked offsets; a message taken but not answered stays uncommitted.
         with contextlib.suppress(Exception):
@@ -205,7 +301,7 @@ class KinferApp(faust.App):
 
     async def _mark_ready(self, sender: object, assigned: object, **kwargs: object) -> None:
         # ready once warm (on_first_start) and a member of the group with its assignment
-        self.ready = True
+        self.ready = not self.stopping and self.failure() is None
 
     async def on_shutdown(self) -> None:
         # The consumer has already waited for every started request to be answered and acked.
@@ -213,7 +309,8 @@ class KinferApp(faust.App):
         if self.batcher is not None:
             await self.batcher.stop()
         if self.runner is not None:
-            self.runner.close()
+            # it joins the runner's threads, which may finish a model call: not on this loop
+            await asyncio.to_thread(self.runner.close)
         await super().on_shutdown()
         if self._watchdog is not None:  # stopped in time: an app living on (tests) must not exit
             self._watchdog.cancel()
@@ -224,9 +321,11 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     """Build the worker's Faust app from ``settings`` (default: the environment)."""
     settings = settings or get_settings()
     apply_accelerator_env(settings)  # before the model's first JAX use (XLA_* variables)
+    security = kafka_security(settings)
     app = KinferApp(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=security.faust_credentials(),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,
@@ -234,18 +333,20 @@ def create_app(settings: Settings | None = None) -> KinferApp:
         producer_acks=-1,
         stream_buffer_maxsize=max(64, settings.max_in_flight),
         broker_commit_interval=1.0,
-        broker_rebalance_timeout=5,
+        broker_rebalance_timeout=REBALANCE_TIMEOUT_S,
         broker_session_timeout=6,
         broker_heartbeat_interval=1,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        producer_max_request_size=max(settings.max_message_bytes * 8, 1_048_576),
+        # the producer refuses (for good) what a default broker would: see KINFER_MAX_ANSWER_BYTES
+        producer_max_request_size=settings.max_answer_bytes,
         consumer_max_fetch_size=max(settings.max_message_bytes * 4, 4_194_304),
     )
     app.kinfer_settings = settings
+    app.kafka_security = security
     app.transport.Consumer = consumer_class(settings.fetch_max_wait_ms)  # type: ignore[misc]
-    app.in_flight = InFlightLimit(settings.max_in_flight)
+    app.in_flight = InFlightLimit(settings.max_in_flight, settings.max_in_flight_tokens)
     app.handler_tasks = set()
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
@@ -263,13 +364,14 @@ def _register_health(app: KinferApp) -> None:
     @app.page("/live")
     class Live(View):
         async def get(self, request: WebRequest) -> WebResponse:
-            return self.json({"live": True})
+            live, detail = app.liveness()
+            return self.json({"live": live, **detail}, status=200 if live else 503)
 
     @app.page("/ready")
     class Ready(View):
         async def get(self, request: WebRequest) -> WebResponse:
-            status = 200 if app.ready else 503
-            return self.json({"ready": app.ready}, status=status)
+            ready = app.is_ready()
+            return self.json({"ready": ready}, status=200 if ready else 503)
 
 
 def __getattr__(name: str) -> KinferApp:

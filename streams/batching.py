@@ -27,6 +27,13 @@ Batch rules:
 - When ``pack`` or ``compute`` raises, the batch is split in halves and retried until the
   failing input is isolated: its request gets ``InternalError``, every other request its
   result. A failing ``prepare`` fails only the requests it cannot prepare.
+- A systemic failure is not bisected: an error that says the model cannot run anything
+  (:func:`streams.errors.is_systemic`: out of memory, a closed runner), or
+  ``SYSTEMIC_AFTER_FAILED_BATCHES`` batches in a row in which every input failed. The batcher
+  then records a ``failure``, and fails every request it holds, and every later one, with
+  ``WorkerUnhealthy``, which is never an answer: those requests stay uncommitted for the next
+  worker.
+- ``stalled_s()`` says how long the oldest model call now running has run (a hung model).
 
 No per-input Python work happens on the event loop: inputs move as slices of prepared
 batches, costs are summed and cut with numpy, and rows are copied per slice.
@@ -40,13 +47,19 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from streams.errors import DeadlineExceeded, InternalError, RequestError
+from streams.errors import (
+    DeadlineExceeded,
+    InternalError,
+    WorkerUnhealthy,
+    error_reference,
+    is_systemic,
+)
 
 __all__ = [
     "BatchModel",
@@ -65,6 +78,8 @@ Clock = Callable[[], float]
 DEADLINE_MARGIN_S = 0.005
 #: Batches in flight: one computing, one packed and waiting for the device.
 BATCHES_IN_FLIGHT = 2
+#: Batches in a row failing on every input after which the model is deemed broken as a whole.
+SYSTEMIC_AFTER_FAILED_BATCHES = 3
 
 
 class Prepared(Protocol):
@@ -171,7 +186,7 @@ class _Job:
     real_tokens: int = 0
     computed_tokens: int = 0
 
-    def fail(self, error: RequestError) -> None:
+    def fail(self, error: Exception) -> None:
         if not self.future.done():
             self.future.set_exception(error)
 
@@ -229,6 +244,10 @@ class MicroBatcher:
         self._compute_s = 0.0  # moving average of one batch's model time
         self.batches_run = 0
         self.inputs_run = 0
+        self._failed_batches = 0  # batches in a row in which every input failed
+        self._busy_since: dict[object, float] = {}  # model calls running -> when they started
+        #: why the model cannot serve any more (a systemic failure), or None
+        self.failure: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -254,15 +273,43 @@ class MicroBatcher:
         while self._queue:
             self._queue.popleft().job.fail(InternalError("worker stopped before running it"))
 
-    @property
-    def queued_inputs(self) -> int:
-        """Inputs waiting for a batch (prepared or not)."""
-        waiting = sum(len(job.inputs) for job in self._incoming)
-        return waiting + sum(len(piece) for piece in self._queue)
+    # --- health ---------------------------------------------------------------------------
+    def stalled_s(self) -> float:
+        """How long the oldest model call now running (prepare, pack, compute) has run."""
+        if not self._busy_since:
+            return 0.0
+        return time.monotonic() - min(self._busy_since.values())
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        token = object()
+        self._busy_since[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._busy_since[token]
+
+    def _declare_unhealthy(self, reason: str) -> None:
+        """The model cannot serve: fail everything held, and everything later, unanswered."""
+        if self.failure is None:
+            self.failure = reason
+            log.error(
+                "the model cannot serve any more (%s): requests are left unanswered and "
+                "uncommitted from now on",
+                reason,
+            )
+        error = WorkerUnhealthy(self.failure)
+        for job in self._incoming:
+            job.fail(error)
+        self._incoming.clear()
+        while self._queue:
+            self._queue.popleft().job.fail(error)
 
     # --- submitting -----------------------------------------------------------------------
     async def submit(self, inputs: Sequence[Any], deadline: float | None = None) -> BatchResult:
         """Run ``inputs`` in the coming batches; raises the RequestError that answers them."""
+        if self.failure is not None:
+            raise WorkerUnhealthy(self.failure)
         now = self._clock()
         if deadline is not None and now >= deadline:
             raise DeadlineExceeded((now - deadline) * 1000)
@@ -285,16 +332,27 @@ class MicroBatcher:
                 await self._prepare(jobs)
 
     async def _prepare(self, jobs: list[_Job]) -> None:
+        if self.failure is not None:
+            for job in jobs:
+                job.fail(WorkerUnhealthy(self.failure))
+            return
         try:
-            prepared, timing = await self._model.prepare([job.inputs for job in jobs])
+            with self._busy():
+                prepared, timing = await self._model.prepare([job.inputs for job in jobs])
         except asyncio.CancelledError:
             for job in jobs:
                 job.fail(InternalError("worker stopped while preparing it"))
             raise
         except Exception as exc:
+            if is_systemic(exc):
+                self._declare_unhealthy(f"preparing inputs failed: {exc!r}")
+                for job in jobs:
+                    job.fail(WorkerUnhealthy(f"preparing inputs failed: {exc!r}"))
+                return
             if len(jobs) == 1:
-                log.warning("preparing a request failed: %r", exc)
-                jobs[0].fail(InternalError(f"preparing the inputs failed: {exc!r}"))
+                reference = error_reference()
+                log.warning("preparing a request failed (error reference %s): %r", reference, exc)
+                jobs[0].fail(InternalError("preparing the inputs failed", reference))
                 return
             for job in jobs:  # isolate the request that cannot be prepared
                 await self._prepare([job])
@@ -327,10 +385,11 @@ class MicroBatcher:
             for piece in batch:
                 piece.job.fail(InternalError("worker stopped while running it"))
             raise
-        except Exception as exc:  # never let one batch end the loop
-            log.exception("batch failed outside the model")
+        except Exception:  # never let one batch end the loop
+            reference = error_reference()
+            log.exception("batch failed outside the model (error reference %s)", reference)
             for piece in batch:
-                piece.job.fail(InternalError(f"batch failed: {exc!r}"))
+                piece.job.fail(InternalError("the batch failed", reference))
         finally:
             self._running -= 1
             self._slots.release()
@@ -410,32 +469,59 @@ class MicroBatcher:
         if not live:
             return
         packed: Any = None
-        try:
-            packed = await self._model.pack([piece.prepared for piece in live])
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            packed = None  # packed again, and isolated, below
+        if self.failure is None:
+            try:
+                with self._busy():
+                    packed = await self._model.pack([piece.prepared for piece in live])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                packed = None  # packed again, and isolated, below
         async with self._compute_lock:
             still = self._live(live)
-            if still:
-                await self._run_isolating(still, packed if len(still) == len(live) else None)
+            if still and self.failure is not None:
+                for piece in still:
+                    piece.job.fail(WorkerUnhealthy(self.failure))
+            elif still:
+                answered, failed = await self._run_isolating(
+                    still, packed if len(still) == len(live) else None
+                )
+                self._count_failed_batch(answered, failed)
 
-    async def _run_isolating(self, pieces: list[_Piece], packed: Any = None) -> None:
-        """Compute ``pieces`` (packing them first unless given); isolate a failure."""
+    def _count_failed_batch(self, answered: int, failed: int) -> None:
+        """After a batch: is the model failing on everything, batch after batch?"""
+        if answered or not failed:
+            self._failed_batches = 0
+            return
+        self._failed_batches += 1
+        if self._failed_batches >= SYSTEMIC_AFTER_FAILED_BATCHES and self.failure is None:
+            self._declare_unhealthy(
+                f"{self._failed_batches} batches in a row failed on every input"
+            )
+
+    async def _run_isolating(self, pieces: list[_Piece], packed: Any = None) -> tuple[int, int]:
+        """Compute ``pieces`` (packing them first unless given); isolate a failure.
+
+        Returns how many inputs got their rows and how many failed.
+        """
         size = sum(len(piece) for piece in pieces)
         try:
-            if packed is None:
-                packed = await self._model.pack([piece.prepared for piece in pieces])
-            started = time.perf_counter()
-            if self.batches_run:
-                self._busy_until = self._clock() + self._compute_s
-            rows, timing = await self._model.compute(packed)
+            with self._busy():
+                if packed is None:
+                    packed = await self._model.pack([piece.prepared for piece in pieces])
+                started = time.perf_counter()
+                if self.batches_run:
+                    self._busy_until = self._clock() + self._compute_s
+                rows, timing = await self._model.compute(packed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._isolate_failure(pieces, exc)
-            return
+            if is_systemic(exc):
+                self._declare_unhealthy(f"the model failed: {exc!r}")
+                for piece in pieces:
+                    piece.job.fail(WorkerUnhealthy(f"the model failed: {exc!r}"))
+                return 0, 0
+            return await self._isolate_failure(pieces, exc)
         elapsed = time.perf_counter() - started
         first = self.batches_run == 0
         self._compute_s = elapsed if first else 0.8 * self._compute_s + 0.2 * elapsed
@@ -445,22 +531,36 @@ class MicroBatcher:
         for piece in pieces:
             self._deliver(piece, rows[offset : offset + len(piece)], timing, size)
             offset += len(piece)
+        return size, 0
 
-    async def _isolate_failure(self, pieces: list[_Piece], exc: Exception) -> None:
+    async def _isolate_failure(self, pieces: list[_Piece], exc: Exception) -> tuple[int, int]:
         if len(pieces) == 1 and len(pieces[0]) == 1:
             piece = pieces[0]
-            log.warning("model failed on one input (inputs[%d]): %r", piece.start, exc)
-            piece.job.fail(InternalError(f"model failed on inputs[{piece.start}]: {exc!r}"))
-            return
+            reference = error_reference()
+            log.warning(
+                "model failed on one input (inputs[%d], error reference %s): %r",
+                piece.start,
+                reference,
+                exc,
+            )
+            piece.job.fail(InternalError(f"the model failed on inputs[{piece.start}]", reference))
+            return 0, 1
         if len(pieces) == 1:
             halves = [[half] for half in pieces[0].split(len(pieces[0]) // 2)]
         else:
             mid = len(pieces) // 2
             halves = [pieces[:mid], pieces[mid:]]
+        answered = failed = 0
         for half in halves:
             alive = [piece for piece in half if not piece.job.future.done()]
-            if alive:
-                await self._run_isolating(alive)
+            if alive and self.failure is not None:
+                for piece in alive:
+                    piece.job.fail(WorkerUnhealthy(self.failure))
+            elif alive:
+                got, lost = await self._run_isolating(alive)
+                answered += got
+                failed += lost
+        return answered, failed
 
     def _deliver(
         self, piece: _Piece, rows: np.ndarray, timing: Mapping[str, float], batch_size: int

@@ -185,6 +185,10 @@ class EmbeddedBroker:
     the broker SIGTERM when the process that started it dies without stopping it (kill -9, a
     crash), so no orphan keeps the port. The signal follows the *thread* that started the broker:
     start it from one that outlives it (not a short-lived pool thread).
+
+    ``advertised`` ("host:port") is the address the broker names in its metadata, when clients
+    reach it through something else (a TLS terminator in front of it, another network
+    namespace); by default the address it listens on.
     """
 
     def __init__(
@@ -198,9 +202,11 @@ class EmbeddedBroker:
         stop_timeout_s: float = 5.0,
         silent: bool = False,
         stop_with_parent: bool = True,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        self.advertised = advertised
         self.binary = Path(binary) if binary is not None else None
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -235,7 +241,9 @@ class EmbeddedBroker:
         """The command line that starts the broker."""
         binary = self.binary or tansu_binary()
         url = f"tcp://{self.host}:{self.port}"
-        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
+        cmd = [str(binary), "broker", "--listener-url", url]
+        cmd += ["--advertised-listener-url", advertised]
         if self.silent:
             cmd.append("--silent")
         return cmd

@@ -153,18 +153,23 @@ def infer(
 ) -> None:
     """Send TEXTS as one request and print the answer as JSON."""
     from streams.client import infer_sync
+    from streams.security import SecurityError
     from streams.wire_encoding import Encoding
 
     settings = _settings(broker_url=broker_url)
-    answer = infer_sync(
-        settings.bootstrap_servers,
-        settings.request_topic,
-        settings.response_topic,
-        list(texts),
-        model=model,
-        timeout_s=timeout_s,
-        encoding=cast(Encoding, encoding),
-    )
+    try:
+        answer = infer_sync(
+            settings.bootstrap_servers,
+            settings.request_topic,
+            settings.response_topic,
+            list(texts),
+            model=model,
+            timeout_s=timeout_s,
+            encoding=cast(Encoding, encoding),
+            security=_security(settings),
+        )
+    except SecurityError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(orjson.dumps(answer).decode())
     if "error" in answer:
         sys.exit(1)
@@ -176,24 +181,80 @@ def infer(
 def kcat(args: tuple[str, ...], broker_url: str | None) -> None:
     """Run Debian's kcat against the broker with the librdkafka 2.16 that Tansu needs.
 
-    Arguments after `--` go to kcat; `-b` is added from the settings.
+    Arguments after `--` go to kcat; `-b` is added from the settings, and so are TLS and SASL
+    (KINFER_SECURITY_PROTOCOL...), as a `-F` configuration read from a pipe: no secret on
+    kcat's command line.
     """
-    from streams.kcat import kcat_env, require_kcat
+    from streams.kcat import kcat_env, require_kcat, security_args
 
     settings = _settings(broker_url=broker_url)
     env = kcat_env(Path(tempfile.gettempdir()) / "kinfer-kcat")
     binary = str(require_kcat())
-    os.execve(binary, [binary, "-b", settings.bootstrap_servers, *args], env)
+    extra, fd = security_args(_security(settings))
+    if fd is not None:
+        os.set_inheritable(fd, True)  # kcat reads it as /dev/fd/N after the exec
+    os.execve(binary, [binary, *extra, "-b", settings.bootstrap_servers, *args], env)
+
+
+@main.command(name="models")
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model repository folder (KINFER_MODEL_REPOSITORY; default: the shipped models).",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file.")
+def list_models(repository: Path | None, no_verify: bool) -> None:
+    """List every model and version in the repository, and why any cannot be served.
+
+    Each folder <name>/<version>/manifest.toml is read and its files' sha256 checked; a bad
+    folder is listed as failed, naming the file, and never hides the others. Exits 1 when a
+    folder failed.
+    """
+    from models.repository import SHIPPED_REPOSITORY, scan
+
+    settings = _settings()
+    root = repository or Path(settings.model_repository or SHIPPED_REPOSITORY)
+    found, problems = scan(root, verify=not no_verify)
+    click.echo(f"repository {root}")
+    for folder in found:
+        manifest = folder.manifest
+        aliases = f" ({', '.join(manifest.aliases)})" if manifest.aliases else ""
+        buckets = manifest.buckets
+        shapes = f"batch {list(buckets.batch or settings.batch_buckets)}"
+        if manifest.inputs.type == "text":
+            shapes += f" x seq {list(buckets.seq or settings.seq_buckets)}"
+        click.echo(
+            f"  {manifest.name} {manifest.version}{aliases}: {manifest.kind}, {manifest.task}, "
+            f"{manifest.dtype}, {shapes}: valid"
+        )
+    for problem in problems:
+        click.echo(f"  {problem.folder}: failed: {problem.error.reason} ({problem.error.path})")
+    if problems:
+        sys.exit(1)
 
 
 @main.command(name="settings")
 def show_settings() -> None:
     """List every KINFER_* setting, its current value and what it does."""
+    from pydantic import SecretStr
+
     current = Settings()
     for name, field in Settings.model_fields.items():
         value = getattr(current, name)
+        if isinstance(value, SecretStr):  # a secret is never printed: only whether it is set
+            value = "*** (set)" if value.get_secret_value() else None
         click.echo(f"KINFER_{name.upper()}={value if value is not None else ''}")
         click.echo(f"    {field.description}")
+
+
+def _security(settings: Settings) -> Any:
+    """``streams.security.kafka_security(settings)``; a click error for a file it cannot read."""
+    from streams.security import SecurityError, kafka_security
+
+    try:
+        return kafka_security(settings)
+    except SecurityError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None:
@@ -210,6 +271,7 @@ def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None
             if on_ready is not None:
                 on_ready()
 
+    _security(settings)  # a missing TLS file or password file: a clear error, no traceback
     app = create_app(settings)
     logging.getLogger("faust").setLevel(loglevel.upper())
     Worker(

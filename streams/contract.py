@@ -27,10 +27,9 @@ base64, so their float requests are accepted by workers that predate it.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -43,6 +42,9 @@ from streams.errors import (
 )
 from streams.wire_encoding import DEFAULT_ENCODING, ENCODINGS, Encoding
 from streams.wire_encoding import decode_rows as decode_rows
+
+if TYPE_CHECKING:
+    from streams.replyto import ReplyToPolicy
 
 REPLY_TO_HEADER = "reply-to"
 REQUEST_ID_HEADER = "x-request-id"
@@ -114,33 +116,47 @@ def normalise_headers(raw: Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None)
     return tuple(out)
 
 
-def route_for(headers: Headers, key: bytes | None, default_topic: str) -> Route:
-    """The answer's route: ``reply-to`` when it names a legal topic, else ``default_topic``.
+def route_for(
+    headers: Headers,
+    key: bytes | None,
+    default_topic: str,
+    reply_to: ReplyToPolicy | None = None,
+) -> Route:
+    """The answer's route: ``reply-to`` when it names a topic allowed here, else ``default_topic``.
 
-    An illegal ``reply-to`` is not followed (the answer goes to the default topic); decoding
-    reports it as an ``INVALID_REQUEST``.
+    A ``reply-to`` that is not a legal topic name, or that ``reply_to`` (the allow-list,
+    ``streams.replyto``) refuses, is not followed: the answer goes to the default topic, and
+    decoding reports it as an ``INVALID_REQUEST``. So does every ``reply-to`` of a message that
+    carries a refused one. Without ``reply_to`` any legal name is followed.
     """
     topic = default_topic
+    refused = False
     echoed: list[tuple[str, bytes]] = [CONTENT_TYPE]
     for name, value in headers:
         lowered = name.lower()
         if lowered == REPLY_TO_HEADER:
             candidate = value.decode("utf-8", "replace").strip()
-            if _TOPIC_NAME.match(candidate):
+            if _reply_to_refusal(candidate, reply_to) is None:
                 topic = candidate
+            else:
+                refused = True
         elif lowered.startswith(ECHO_HEADER_PREFIX):
             echoed.append((name, value))
-    return Route(topic=topic, key=key, headers=tuple(echoed))
+    return Route(topic=default_topic if refused else topic, key=key, headers=tuple(echoed))
 
 
-def _check_reply_to(headers: Headers) -> None:
+def _reply_to_refusal(topic: str, reply_to: ReplyToPolicy | None) -> str | None:
+    if not _TOPIC_NAME.match(topic):
+        return f"'reply-to' header {topic[:80]!r} is not a legal Kafka topic name"
+    return None if reply_to is None else reply_to.refusal(topic)
+
+
+def _check_reply_to(headers: Headers, reply_to: ReplyToPolicy | None) -> None:
     for name, value in headers:
         if name.lower() == REPLY_TO_HEADER:
-            text = value.decode("utf-8", "replace").strip()
-            if not _TOPIC_NAME.match(text):
-                raise InvalidRequest(
-                    f"'reply-to' header {text[:80]!r} is not a legal Kafka topic name"
-                )
+            refusal = _reply_to_refusal(value.decode("utf-8", "replace").strip(), reply_to)
+            if refusal is not None:
+                raise InvalidRequest(refusal)
 
 
 def peek_id(value: bytes) -> JsonId:
@@ -164,15 +180,23 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, int) and -(2**63) <= value < 2**63
 
 
-def decode_request(value: bytes | None, headers: Headers, limits: Limits) -> Request:
-    """Decode and validate one request value, or raise the RequestError that answers it."""
+def decode_request(
+    value: bytes | None,
+    headers: Headers,
+    limits: Limits,
+    reply_to: ReplyToPolicy | None = None,
+) -> Request:
+    """Decode and validate one request value, or raise the RequestError that answers it.
+
+    ``reply_to`` is the allow-list of ``reply-to`` topics (see `route_for`).
+    """
     if value is None:
         raise InvalidJson("the message has no value (a tombstone)")
     if len(value) > limits.max_message_bytes:
         raise InputTooLarge(
             "message size in bytes", len(value), limits.max_message_bytes, "MAX_MESSAGE_BYTES"
         )
-    _check_reply_to(headers)
+    _check_reply_to(headers, reply_to)
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -334,8 +358,3 @@ def encode_request(
     if encoding != DEFAULT_ENCODING:
         doc["encoding"] = _check_encoding(encoding)
     return orjson.dumps(doc)
-
-
-def now() -> float:
-    """Wall-clock seconds (epoch), the clock Kafka timestamps use."""
-    return time.time()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from typing import ClassVar
+
+from models.errors import RunnerClosedError
 
 
 class ErrorCode(StrEnum):
@@ -62,6 +65,27 @@ class InputTooLarge(RequestError):
         super().__init__(f"{what} is {size}, over the limit of {limit} (setting KINFER_{setting})")
 
 
+class AnswerTooLarge(InputTooLarge):
+    """The answer would be larger than a Kafka record may be: the request asked too much."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__("the answer's record size in bytes", size, limit, "MAX_ANSWER_BYTES")
+        self.message += (
+            '; send fewer inputs per request, or ask for "encoding": "base64" '
+            "(less than half the size)"
+        )
+
+
+class ReplyToUnwritable(InvalidRequest):
+    """The ``reply-to`` topic refused the answer for good (missing, not authorised)."""
+
+    def __init__(self, topic: str, reason: str, answered_on: str) -> None:
+        super().__init__(
+            f"the 'reply-to' topic {topic[:80]!r} cannot be written to ({reason}); "
+            f"this answer went to {answered_on!r} instead"
+        )
+
+
 class DeadlineExceeded(RequestError):
     code = ErrorCode.DEADLINE_EXCEEDED
     dead_letter = False
@@ -71,9 +95,50 @@ class DeadlineExceeded(RequestError):
 
 
 class InternalError(RequestError):
+    """A failure of ours or of the model.
+
+    Its message never carries the exception itself (a client has no use for our internals, and
+    they may leak): the worker logs that under ``reference``, which the message names.
+    """
+
     code = ErrorCode.INTERNAL
     dead_letter = False
 
+    def __init__(self, what: str, reference: str | None = None) -> None:
+        self.reference = reference
+        if reference is not None:
+            what = f"{what} (error reference {reference}; the worker's log has the details)"
+        super().__init__(what)
 
-class ConfigurationError(KinferError):
-    """Settings that cannot work together."""
+
+class WorkerUnhealthy(KinferError):
+    """The worker can no longer serve (a systemic failure): what it holds stays unanswered.
+
+    Never an answer: the requests it fails are neither answered nor acked, so they stay
+    uncommitted and are delivered again once the worker is restarted (its /live fails).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Texts in an exception's message that mean the device or the host ran out of memory.
+_OUT_OF_MEMORY = ("resource_exhausted", "out of memory", "out_of_memory")
+
+
+def is_systemic(exc: BaseException) -> bool:
+    """Whether ``exc`` says the model cannot run anything (not just this input).
+
+    True for errors marked ``systemic = True``, MemoryError, a closed model runner, and
+    device out-of-memory errors (XLA's RESOURCE_EXHAUSTED, CUDA's "out of memory").
+    """
+    if getattr(exc, "systemic", False) or isinstance(exc, MemoryError | RunnerClosedError):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _OUT_OF_MEMORY)
+
+
+def error_reference() -> str:
+    """A short random id that ties an error answer to the worker's log line about it."""
+    return uuid.uuid4().hex[:12]

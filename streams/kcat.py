@@ -8,6 +8,11 @@ Debian's kcat works as it is.
 
     env = kcat_env(Path("/tmp/kinfer-kcat"))
     subprocess.run([str(find_kcat()), "-b", bootstrap, "-L"], env=env, check=True)
+
+TLS and SASL (``streams.security``): `run_kcat(..., security=...)` and `kinfer kcat` hand kcat
+the librdkafka properties of `KafkaSecurity.librdkafka()` as ``-F /dev/fd/N``, a pipe that holds
+the configuration: the password is neither on kcat's command line (``ps`` shows that) nor in a
+file on disk.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from streams.security import PLAINTEXT, KafkaSecurity, SecurityError
+
 __all__ = [
     "KcatNotFoundError",
     "LibrdkafkaNotFoundError",
     "bundled_librdkafka",
+    "config_pipe",
     "find_kcat",
     "kcat_env",
     "require_kcat",
     "run_kcat",
+    "security_args",
 ]
 
 LIB_NAME = "librdkafka.so.1"
@@ -110,6 +119,36 @@ def kcat_env(
     return env
 
 
+def config_pipe(config: Mapping[str, str]) -> int:
+    """The read end of a pipe holding ``config`` as kcat's ``-F`` file (``property=value`` lines).
+
+    The caller hands ``/dev/fd/N`` to kcat (keeping the descriptor open in the child) and then
+    closes it. Raises `SecurityError` for a value kcat's file format cannot carry (a newline).
+    """
+    lines = []
+    for key, value in config.items():
+        if "\n" in value or "\r" in value or "\n" in key:
+            raise SecurityError(f"the kcat property {key!r} cannot hold a line break")
+        lines.append(f"{key}={value}\n")
+    data = "".join(lines).encode()
+    if len(data) > 60_000:  # a pipe holds 64 KiB without a reader
+        raise SecurityError("the kcat configuration is too large for a pipe")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def security_args(security: KafkaSecurity) -> tuple[list[str], int | None]:
+    """kcat arguments for ``security`` and the pipe they read (None for PLAINTEXT)."""
+    if security == PLAINTEXT:
+        return [], None
+    fd = config_pipe(security.librdkafka())
+    return ["-F", f"/dev/fd/{fd}"], fd
+
+
 def run_kcat(
     bootstrap: str,
     args: Sequence[str],
@@ -117,18 +156,26 @@ def run_kcat(
     env: Mapping[str, str],
     input: bytes | None = None,
     timeout_s: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `kcat -b bootstrap ARGS` with `env` (from `kcat_env`); raise on a non-zero exit.
 
+    ``security`` (TLS, SASL) reaches kcat through a ``-F`` pipe (see `config_pipe`).
     Raises `KcatNotFoundError`, `subprocess.TimeoutExpired`, or `subprocess.CalledProcessError`
     (its `stderr` holds kcat's message).
     """
-    cmd = [str(require_kcat()), "-b", bootstrap, *args]
-    return subprocess.run(
-        cmd,
-        input=input,
-        env=dict(env),
-        capture_output=True,
-        timeout=timeout_s,
-        check=True,
-    )
+    extra, fd = security_args(security)
+    cmd = [str(require_kcat()), *extra, "-b", bootstrap, *args]
+    try:
+        return subprocess.run(
+            cmd,
+            input=input,
+            env=dict(env),
+            capture_output=True,
+            timeout=timeout_s,
+            check=True,
+            pass_fds=() if fd is None else (fd,),
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)

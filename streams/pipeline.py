@@ -2,33 +2,75 @@
 
 Independent of Faust: the agent hands over an :class:`Inbound` and acks the Kafka offset only
 once :meth:`RequestPipeline.handle` has returned, which happens only after every record it
-publishes has been acknowledged by the broker. Publishing is retried with backoff, never
-dropped: a message whose answer cannot be published is never acked, so it is never committed.
+publishes has been acknowledged by the broker.
+
+Publishing:
+
+- A retriable failure (connection, leader change, timeout) is retried with backoff, never
+  dropped: the message stays unacked, so uncommitted, until its records are delivered.
+- A permanent refusal (:func:`streams.publisher.is_permanent`: record too large, a topic that
+  does not exist, not authorised) is never retried. A result refused for its size is answered
+  ``INPUT_TOO_LARGE`` instead; an answer the ``reply-to`` topic refuses goes, as an
+  ``INVALID_REQUEST`` error, to the default response topic; both are dead-lettered. Answers are
+  checked against ``max_answer_bytes`` before they are sent, so the first case is rare.
+- When kinfer's own topics (response, dead-letter) refuse it for good, nothing is left to try:
+  the pipeline records a failure (the worker's /live then fails) and raises
+  :class:`~streams.errors.WorkerUnhealthy`; the message is not acked.
+- Order: a message's records are published only once the previous message of its partition
+  has had all of its records *delivered*, so a retried record never lands after a newer one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from streams import contract
-from streams.batching import MicroBatcher, describe
-from streams.contract import Headers, Limits, Request, Route
-from streams.errors import InputTooLarge, InternalError, RequestError, UnknownModel
+from streams.batching import BatchResult, MicroBatcher, describe
+from streams.contract import Headers, JsonId, Limits, Request, Route
+from streams.errors import (
+    AnswerTooLarge,
+    InternalError,
+    ReplyToUnwritable,
+    RequestError,
+    UnknownModel,
+    WorkerUnhealthy,
+    error_reference,
+)
+from streams.flow import estimate_tokens
+from streams.publisher import error_name, is_permanent, is_too_large, is_unknown_topic, record_bytes
+from streams.replyto import ReplyToPolicy
 
 log = logging.getLogger(__name__)
-
-#: A record to publish: topic, value, headers (the key is the request's).
-Outbound = tuple[str, bytes, Headers]
 
 DLQ_CODE_HEADER = "kinfer-error-code"
 DLQ_MESSAGE_HEADER = "kinfer-error-message"
 DLQ_TOPIC_HEADER = "kinfer-source-topic"
 DLQ_PARTITION_HEADER = "kinfer-source-partition"
 DLQ_OFFSET_HEADER = "kinfer-source-offset"
+#: On a dead letter whose copy of the request would pass the record size limit: the request
+#: value's size in bytes (the value is left out; its headers too if they alone are too large).
+DLQ_VALUE_DROPPED_HEADER = "kinfer-value-dropped"
+
+#: What a default Apache Kafka broker accepts (message.max.bytes is 1 048 588 bytes for a record
+#: batch), less a margin for the estimate.
+DEFAULT_MAX_ANSWER_BYTES = 1_048_576 - 1024
+
+RecordKind = Literal["result", "error", "dead-letter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A record to publish (the key is the request's)."""
+
+    topic: str
+    value: bytes
+    headers: Headers
+    kind: RecordKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +114,10 @@ class Prepared:
     error: RequestError | None
     turn: asyncio.Future[None]
     previous: asyncio.Future[None] | None
+    #: when the worker took it (the pipeline's clock): the start of its ``total_ms``
+    arrived: float = 0.0
+    #: estimated tokens of its inputs (the in-flight limit's second measure)
+    tokens: int = 0
 
     @property
     def weight(self) -> int:
@@ -91,31 +137,45 @@ class RequestPipeline:
         default_topic: str,
         dead_letter_topic: str,
         limits: Limits,
-        max_answer_bytes: int = 8 * 1024 * 1024,
+        reply_to: ReplyToPolicy | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_input_tokens: int = 256,
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._batcher = batcher
         self._publisher = publisher
         self._served = served
         self._default_topic = default_topic
         self._dead_letter_topic = dead_letter_topic
+        self._own_topics = frozenset({default_topic, dead_letter_topic})
         self._limits = limits
+        self._reply_to = reply_to  # the reply-to allow-list (None: any legal topic name)
         self._max_answer_bytes = max_answer_bytes
+        self._max_input_tokens = max_input_tokens
         self._backoff = retry_backoff_s
         self._sleep = sleep
+        self._clock = clock
         self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
         self.answered = 0
         self.errors = 0
         self.dead_lettered = 0
+        #: why the pipeline cannot publish any more (its own topics refuse it), or None
+        self.failure: str | None = None
 
     def prepare(self, inbound: Inbound) -> Prepared:
         """Decode a message; call in consumption order (it fixes the order of the answers)."""
-        route = contract.route_for(inbound.headers, inbound.key, self._default_topic)
+        arrived = self._clock()
+        route = contract.route_for(
+            inbound.headers, inbound.key, self._default_topic, self._reply_to
+        )
         request: Request | None = None
         error: RequestError | None = None
         try:
-            request = contract.decode_request(inbound.value, inbound.headers, self._limits)
+            request = contract.decode_request(
+                inbound.value, inbound.headers, self._limits, self._reply_to
+            )
             if request.model != self._served.name or request.version not in (
                 None,
                 self._served.version,
@@ -125,116 +185,214 @@ class RequestPipeline:
                 )
         except RequestError as exc:
             error = exc
+        tokens = 0
+        if request is not None and error is None:
+            tokens = estimate_tokens(request.inputs, self._max_input_tokens)
         partition = (inbound.topic, inbound.partition)
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         previous = self._tails.get(partition)
         self._tails[partition] = turn
-        return Prepared(inbound, route, request, error, turn, previous)
+        return Prepared(inbound, route, request, error, turn, previous, arrived, tokens)
+
+    def abandon(self, prepared: Prepared) -> None:
+        """Give up a prepared message without answering it (it stays uncommitted)."""
+        self._pass_turn(prepared, None)
 
     async def handle(self, prepared: Prepared) -> None:
-        """Compute and publish the answer; returns when the broker has acknowledged it."""
+        """Compute and publish the answer; returns when the broker has acknowledged it.
+
+        Raises WorkerUnhealthy (nothing was answered) when the worker can no longer serve; the
+        partition's later messages then raise it too, so none is answered out of order.
+        """
+        failed: WorkerUnhealthy | None = None
         try:
             answer = await self._answer(prepared)
-            await self._publish_in_order(prepared, answer)
+            if prepared.previous is not None:
+                await asyncio.shield(prepared.previous)
+            await self._deliver(prepared, answer)
+        except WorkerUnhealthy as exc:
+            failed = exc
+            raise
         finally:
-            if not prepared.turn.done():
-                prepared.turn.set_result(None)
-            key = (prepared.inbound.topic, prepared.inbound.partition)
-            if self._tails.get(key) is prepared.turn:
-                del self._tails[key]
+            self._pass_turn(prepared, failed)
 
+    def _pass_turn(self, prepared: Prepared, failed: WorkerUnhealthy | None) -> None:
+        turn = prepared.turn
+        if not turn.done():
+            if failed is None:
+                turn.set_result(None)  # the next message of this partition may publish
+            else:
+                turn.set_exception(WorkerUnhealthy(failed.reason))
+                turn.exception()  # retrieved: a partition with no next message logs nothing
+        key = (prepared.inbound.topic, prepared.inbound.partition)
+        if self._tails.get(key) is turn:
+            del self._tails[key]
+
+    # --- the answer -----------------------------------------------------------------------
     async def _answer(self, prepared: Prepared) -> list[Outbound]:
         """The records to publish for this message: the answer, and a dead letter if due."""
-        inbound, request = prepared.inbound, prepared.request
+        inbound, request, route = prepared.inbound, prepared.request, prepared.route
         error = prepared.error
         if request is not None and error is None:
             try:
                 result = await self._batcher.submit(
                     request.inputs, request.deadline(inbound.timestamp)
                 )
+            except WorkerUnhealthy:
+                raise
             except RequestError as exc:
                 error = exc
             except Exception as exc:  # a bug of ours: still answer, never crash
-                log.exception("unexpected failure answering %r", request.id)
-                error = InternalError(f"unexpected failure: {exc!r}")
+                error = self._internal("answering the request failed", exc, request.id)
             else:
-                value = contract.encode_result(
-                    request, self._served.version, result.outputs, describe(result)
-                )
-                if len(value) <= self._max_answer_bytes:
-                    self.answered += 1
-                    return [(prepared.route.topic, value, prepared.route.headers)]
-                # the producer would refuse it forever: answer with an error instead
-                error = InputTooLarge(
-                    "answer size in bytes",
-                    len(value),
-                    self._max_answer_bytes,
-                    "MAX_MESSAGE_BYTES (answers may be 8 times it)",
-                )
+                try:
+                    value = self._encode(prepared, request, result)
+                except Exception as exc:
+                    error = self._internal("encoding the answer failed", exc, request.id)
+                else:
+                    size = record_bytes(inbound.key, value, route.headers)
+                    if size <= self._max_answer_bytes:
+                        self.answered += 1
+                        return [Outbound(route.topic, value, route.headers, "result")]
+                    # a broker would refuse it for good: answer with an error instead
+                    error = AnswerTooLarge(size, self._max_answer_bytes)
         assert error is not None
+        return self._error_records(prepared, route.topic, error, dead_letter=error.dead_letter)
+
+    def _encode(self, prepared: Prepared, request: Request, result: BatchResult) -> bytes:
+        timing = describe(result)
+        timing["total_ms"] = round((self._clock() - prepared.arrived) * 1000, 3)
+        return contract.encode_result(request, self._served.version, result.outputs, timing)
+
+    def _internal(self, what: str, exc: Exception, request_id: JsonId) -> InternalError:
+        reference = error_reference()
+        log.error("%s, request %r (error reference %s)", what, request_id, reference, exc_info=exc)
+        return InternalError(what, reference)
+
+    def _request_id(self, prepared: Prepared) -> JsonId:
+        if prepared.request is not None:
+            return prepared.request.id
+        return contract.peek_id(prepared.inbound.value or b"")
+
+    def _error_records(
+        self, prepared: Prepared, topic: str, error: RequestError, *, dead_letter: bool
+    ) -> list[Outbound]:
         self.errors += 1
-        request_id = request.id if request is not None else contract.peek_id(inbound.value or b"")
-        records: list[Outbound] = [
-            (
-                prepared.route.topic,
-                contract.encode_error(request_id, error),
-                prepared.route.headers,
-            )
-        ]
-        if error.dead_letter:
+        value = contract.encode_error(self._request_id(prepared), error)
+        headers = prepared.route.headers
+        if record_bytes(prepared.inbound.key, value, headers) > self._max_answer_bytes:
+            headers = (contract.CONTENT_TYPE,)  # the echoed headers alone are too large
+        records = [Outbound(topic, value, headers, "error")]
+        if dead_letter:
             self.dead_lettered += 1
-            records.append(
-                (self._dead_letter_topic, inbound.value or b"", self._dlq_headers(inbound, error))
-            )
+            records.append(self._dead_letter(prepared.inbound, error))
         return records
 
-    def _dlq_headers(self, inbound: Inbound, error: RequestError) -> Headers:
-        return (
-            *inbound.headers,
+    def _dead_letter(self, inbound: Inbound, error: RequestError) -> Outbound:
+        """The request, unchanged, with why it could not be answered (its value left out if
+        the copy would pass the record size limit)."""
+        own: Headers = (
             (DLQ_CODE_HEADER, error.code.value.encode()),
             (DLQ_MESSAGE_HEADER, error.message[:1000].encode("utf-8", "replace")),
             (DLQ_TOPIC_HEADER, inbound.topic.encode()),
             (DLQ_PARTITION_HEADER, str(inbound.partition).encode()),
             (DLQ_OFFSET_HEADER, str(inbound.offset).encode()),
         )
+        value = inbound.value or b""
+        headers: Headers = (*inbound.headers, *own)
+        if record_bytes(inbound.key, value, headers) > self._max_answer_bytes:
+            dropped = (DLQ_VALUE_DROPPED_HEADER, str(len(value)).encode())
+            value = b""
+            headers = (*inbound.headers, *own, dropped)
+            if record_bytes(inbound.key, value, headers) > self._max_answer_bytes:
+                headers = (*own, dropped)
+        return Outbound(self._dead_letter_topic, value, headers, "dead-letter")
 
-    async def _publish_in_order(self, prepared: Prepared, records: list[Outbound]) -> None:
-        if prepared.previous is not None:
-            await asyncio.shield(prepared.previous)
-        deliveries = []
-        for topic, value, headers in records:
-            deliveries.append(
-                await self._publish_with_retry(topic, prepared.inbound.key, value, headers)
-            )
-        prepared.turn.set_result(None)  # the next message of this partition may send now
-        for index, delivery in enumerate(deliveries):
-            attempt = 0
-            while True:
+    # --- publishing -----------------------------------------------------------------------
+    async def _deliver(self, prepared: Prepared, records: list[Outbound]) -> None:
+        """Publish ``records`` until each, or what stands in for it, is delivered."""
+        key = prepared.inbound.key
+        dead_lettered = any(record.kind == "dead-letter" for record in records)
+        pending = records
+        attempt = 0
+        while pending:
+            failed: list[tuple[Outbound, Exception]] = []
+            sent: list[tuple[Outbound, Awaitable[object]]] = []
+            for record in pending:
                 try:
-                    await delivery
-                    break
+                    delivery = await self._publisher.publish(
+                        record.topic, key, record.value, record.headers
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    attempt += 1
-                    await self._backoff_after(exc, attempt, records[index][0])
-                    topic, value, headers = records[index]
-                    delivery = await self._publish_with_retry(
-                        topic, prepared.inbound.key, value, headers
-                    )
-
-    async def _publish_with_retry(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers
-    ) -> Awaitable[object]:
-        attempt = 0
-        while True:
-            try:
-                return await self._publisher.publish(topic, key, value, headers)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+                    failed.append((record, exc))
+                else:
+                    sent.append((record, delivery))
+            for record, delivery in sent:
+                try:
+                    await delivery
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failed.append((record, exc))
+            pending = []
+            retried: tuple[Exception, str] | None = None
+            for record, error in failed:
+                if self._refused_for_good(record, error):
+                    instead = self._instead_of(prepared, record, error, dead_lettered)
+                    dead_lettered = dead_lettered or any(r.kind == "dead-letter" for r in instead)
+                    pending += instead
+                else:
+                    pending.append(record)
+                    retried = (error, record.topic)
+            if retried is not None:
                 attempt += 1
-                await self._backoff_after(exc, attempt, topic)
+                await self._backoff_after(retried[0], attempt, retried[1])
+
+    def _refused_for_good(self, record: Outbound, exc: Exception) -> bool:
+        # kinfer's own topics come back: the topic watch re-creates them (broker restart)
+        if record.topic in self._own_topics and is_unknown_topic(exc):
+            return False
+        return is_permanent(exc)
+
+    def _instead_of(
+        self, prepared: Prepared, record: Outbound, exc: Exception, dead_lettered: bool
+    ) -> list[Outbound]:
+        """What to publish in place of a record the broker refused for good."""
+        reason = error_name(exc)
+        inbound = prepared.inbound
+        log.warning(
+            "the broker refused the %s record of %s[%d]@%d for %r for good: %r",
+            record.kind,
+            inbound.topic,
+            inbound.partition,
+            inbound.offset,
+            record.topic,
+            exc,
+        )
+        key = inbound.key
+        if record.kind == "result" and is_too_large(exc):
+            self.answered -= 1
+            size = record_bytes(key, record.value, record.headers)
+            error: RequestError = AnswerTooLarge(size, self._max_answer_bytes)
+            return self._error_records(prepared, record.topic, error, dead_letter=True)
+        if record.kind != "dead-letter" and record.topic != self._default_topic:
+            if record.kind == "result":
+                self.answered -= 1
+            else:
+                self.errors -= 1  # counted again below
+            error = ReplyToUnwritable(record.topic, reason, self._default_topic)
+            return self._error_records(
+                prepared, self._default_topic, error, dead_letter=not dead_lettered
+            )
+        self.failure = (
+            f"the broker refused a {record.kind} record for {record.topic!r} for good "
+            f"({reason}): kinfer's own topics must take its answers (check the topic's "
+            "max.message.bytes against KINFER_MAX_ANSWER_BYTES, and the ACLs)"
+        )
+        log.error("%s", self.failure)
+        raise WorkerUnhealthy(self.failure)
 
     async def _backoff_after(self, exc: Exception, attempt: int, topic: str) -> None:
         first, cap = self._backoff

@@ -7,10 +7,11 @@ comma-separated list (``KINFER_SEQ_BUCKETS=32,128``).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IntTuple = Annotated[tuple[int, ...], NoDecode]
@@ -44,6 +45,13 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(
         4, ge=1, description="Partitions of the request topic when kinfer creates it."
+    )
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replication factor of the topics kinfer creates. Unset: the broker's "
+        "default.replication.factor (read from the broker; where it cannot be read, as on the "
+        "embedded broker, the number of brokers up to 3).",
     )
     # --- micro-batching -------------------------------------------------------------------
     max_batch: int = Field(
@@ -86,6 +94,15 @@ class Settings(BaseSettings):
         description="Longest single input text, in characters (INPUT_TOO_LARGE above). Texts "
         "within it are truncated to the model's token limit (256 tokens for MiniLM).",
     )
+    max_answer_bytes: int = Field(
+        1_048_576 - 1024,
+        ge=1024,
+        description="Largest answer record (key, value and headers, as the producer measures "
+        "it). The default is what a default Apache Kafka broker accepts (message.max.bytes, "
+        "1 MiB) less a margin; set it to your topics' max.message.bytes. A larger answer "
+        "(about 220 inputs as floats, 500 as base64) is answered INPUT_TOO_LARGE and "
+        "dead-lettered.",
+    )
     max_in_flight: int = Field(
         1024,
         ge=1,
@@ -94,8 +111,21 @@ class Settings(BaseSettings):
         "few seconds of model work (about 4 s on 2 CPU cores; raise it on a GPU): a worker hands "
         "back partitions in a rebalance only after answering what it took.",
     )
+    max_in_flight_tokens: int = Field(
+        32_768,
+        ge=1,
+        description="Most estimated tokens accepted but not yet answered (a text counts its "
+        "characters / 4 + 2, at most the largest seq bucket), the in-flight bound for long "
+        "texts: 1024 texts of 256 tokens are about 60 s of MiniLM on 2 CPU cores, 32768 tokens "
+        "about 4 s. Raise it on a GPU.",
+    )
     # --- model ----------------------------------------------------------------------------
     model: str = Field("minilm", description="Name of the model the worker serves.")
+    model_repository: str | None = Field(
+        None,
+        description="Folder of models, one <name>/<version>/manifest.toml each (see "
+        "`kinfer models`). Default: the models kinfer ships (models/catalog).",
+    )
     batch_buckets: IntTuple = Field(
         (1, 4, 16),
         description="Rows per model call that XLA compiles at warm-up. A batch's packed rows "
@@ -126,8 +156,9 @@ class Settings(BaseSettings):
     model_dir: str | None = Field(
         None,
         description="Folder in the Hugging Face layout (config.json, model.safetensors, "
-        "tokenizer.json) to load MiniLM from instead of the installed weights package; "
-        "answers then carry the version 'all-MiniLM-L6-v2@<folder name>'.",
+        "tokenizer.json, and sentence-transformers' modules.json and 1_Pooling for pooling) "
+        "holding any BERT-family encoder to serve instead of the installed MiniLM package; "
+        "answers then carry the version '<model>@<folder name>'.",
     )
     bench_zero_cost: Literal["off", "model", "model-and-tokenizer"] = Field(
         "off",
@@ -163,6 +194,99 @@ class Settings(BaseSettings):
         description="Bound on a graceful stop: the batch in flight is finished, published and "
         "committed within it.",
     )
+    liveness_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="/live fails when one model call (tokenise, pack or compute) has run longer "
+        "than this: a hung model or device. It also fails, whatever this says, once the worker "
+        "cannot serve (a systemic model failure, its own topics refusing its answers).",
+    )
+    # --- security -------------------------------------------------------------------------
+    # Applied alike to every Kafka client kinfer makes (streams/security.py): the worker's
+    # Faust consumer and producer, the admin client, the SDK and `kinfer infer`, `kinfer kcat`.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How clients talk to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL "
+        "credentials, no TLS) or SASL_SSL (SASL over TLS: Confluent Cloud, MSK, Aiven).",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN",
+        description="SASL mechanism with a SASL_* protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    sasl_username: str | None = Field(
+        None, description="SASL user name; required with a SASL_* protocol."
+    )
+    sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password. Never logged or printed (`kinfer settings` shows ***). "
+        "Prefer KINFER_SASL_PASSWORD_FILE; exactly one of the two with a SASL_* protocol.",
+    )
+    sasl_password_file: str | None = Field(
+        None,
+        description="File holding the SASL password (a mounted Kubernetes or compose secret); "
+        "read when a client is made, trailing newline stripped.",
+    )
+    ssl_cafile: str | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the broker's certificate, with SSL or "
+        "SASL_SSL. Unset: the system's trusted CAs (public clouds).",
+    )
+    ssl_certfile: str | None = Field(
+        None,
+        description="PEM client certificate for mutual TLS (with KINFER_SSL_KEYFILE).",
+    )
+    ssl_keyfile: str | None = Field(
+        None,
+        description="PEM private key of KINFER_SSL_CERTFILE, unencrypted (mount it as a secret).",
+    )
+    ssl_check_hostname: bool = Field(
+        True,
+        description="Check that the broker's certificate names the host it was reached at. "
+        "Turn off only for a broker whose certificate lacks its address.",
+    )
+    reply_to_pattern: str = Field(
+        r"kinfer\.(responses|replies\..+)",
+        description="Regular expression (whole name) of the topics a request's 'reply-to' "
+        "header may name; the response topic is always allowed. Never allowed whatever it "
+        "says: the request topic, the dead-letter topic, names starting with '__'. A request "
+        "naming another topic is answered INVALID_REQUEST on the response topic and "
+        "dead-lettered.",
+    )
+
+    @field_validator("reply_to_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl:
+            if not self.sasl_username:
+                raise ValueError(f"{self.security_protocol} needs KINFER_SASL_USERNAME")
+            if (self.sasl_password is None) == (self.sasl_password_file is None):
+                raise ValueError(
+                    f"{self.security_protocol} needs exactly one of KINFER_SASL_PASSWORD and "
+                    "KINFER_SASL_PASSWORD_FILE"
+                )
+        elif self.sasl_username or self.sasl_password is not None or self.sasl_password_file:
+            raise ValueError(
+                f"SASL credentials are set but KINFER_SECURITY_PROTOCOL={self.security_protocol} "
+                "would not send them (use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("KINFER_SSL_CERTFILE and KINFER_SSL_KEYFILE go together")
+        if not tls and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError(
+                f"TLS files are set but KINFER_SECURITY_PROTOCOL={self.security_protocol} "
+                "does not use TLS (use SSL or SASL_SSL)"
+            )
+        return self
 
     @field_validator("batch_buckets", "seq_buckets", mode="before")
     @classmethod

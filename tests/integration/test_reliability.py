@@ -85,7 +85,7 @@ def header(record: Any, name: str) -> bytes | None:
 async def test_unservable_messages_go_unchanged_to_the_dlq_with_why_and_callers_get_errors(
     broker: Any, topics: dict[str, str], worker: WorkerProcess, unique_name: Any
 ) -> None:
-    reply = unique_name("replies")
+    reply = "kinfer.replies." + unique_name("r")  # the default KINFER_REPLY_TO_PATTERN
     await ensure_topics(broker.bootstrap, {reply: 1})
     dlq = f"{topics['request_topic']}.dlq"
     cases: dict[bytes, tuple[bytes, str | None]] = {
@@ -148,7 +148,7 @@ async def test_unservable_messages_go_unchanged_to_the_dlq_with_why_and_callers_
 async def test_expired_requests_are_answered_deadline_exceeded(
     broker: Any, topics: dict[str, str], worker: WorkerProcess, unique_name: Any
 ) -> None:
-    reply = unique_name("replies")
+    reply = "kinfer.replies." + unique_name("r")  # the default KINFER_REPLY_TO_PATTERN
     await ensure_topics(broker.bootstrap, {reply: 1})
     headers = [("reply-to", reply.encode())]
     old = int(time.time() * 1000) - 60_000

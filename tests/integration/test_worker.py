@@ -121,7 +121,7 @@ async def test_reply_to_header_routes_the_answer_and_headers_are_echoed(
     worker: WorkerProcess,
     unique_name: Any,
 ) -> None:
-    reply_topic = unique_name("replies")
+    reply_topic = "kinfer.replies." + unique_name("r")  # the default KINFER_REPLY_TO_PATTERN
     await ensure_topics(broker.bootstrap, {reply_topic: 1})
     async with AnswerReader(broker.bootstrap, reply_topic) as reader:
         await produce(

@@ -181,4 +181,5 @@ async def test_answer_too_large_for_the_producer_becomes_an_error(batcher: Micro
     await pipeline.handle(pipeline.prepare(inbound(GOOD)))
     answer = orjson.loads(publisher.records[0][2])
     assert answer["error"]["code"] == "INPUT_TOO_LARGE"
-    assert "answer size" in answer["error"]["message"]
+    assert "KINFER_MAX_ANSWER_BYTES" in answer["error"]["message"]
+    assert [r[0] for r in publisher.records] == ["responses", "requests.dlq"]

@@ -145,3 +145,35 @@ def test_the_default_version_is_the_alias_else_the_newest(tmp_path: Path) -> Non
     assert pinned is not None
     assert pinned.manifest.version == "3"
     assert default_version(found, "absent") is None
+
+
+def test_the_shipped_repository_scans_clean_and_matches_the_digits_metrics() -> None:
+    import json
+
+    from models.repository import SHIPPED_REPOSITORY
+
+    found, problems = scan(SHIPPED_REPOSITORY)
+    assert problems == []
+    keys = {folder.key for folder in found}
+    assert {("minilm", "0.1.0"), ("digits", "1")} <= keys
+    digits = next(folder for folder in found if folder.key == ("digits", "1"))
+    measured = json.loads(digits.file("metrics.json").read_text(encoding="utf-8"))["test"]
+    assert digits.manifest.metrics["accuracy"] == measured["accuracy"]
+    assert digits.manifest.metrics["macro_f1"] == measured["macro_f1"]
+
+
+def test_kinfer_models_lists_good_folders_and_names_the_bad_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    write_model(tmp_path, "digits", "1")
+    broken = write_model(tmp_path, "digits", "2")
+    (broken / "model.safetensors").write_bytes(b"tampered")
+    result = CliRunner().invoke(main, ["models", "--repository", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "digits 1: digits-cnn, image-classification, float32, batch [1, 4, 16]: valid" in (
+        result.output
+    )
+    assert "failed: sha256" in result.output
+    assert "digits/2/model.safetensors" in result.output
