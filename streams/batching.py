@@ -43,16 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from streams.batch_jobs import BatchResult, Job, Piece
+from streams.batch_model import BatchModel
 from streams.errors import (
     DeadlineExceeded,
     InternalError,
@@ -61,15 +61,7 @@ from streams.errors import (
     is_systemic,
 )
 
-__all__ = [
-    "BatchModel",
-    "BatchResult",
-    "FunctionModel",
-    "MicroBatcher",
-    "Prepared",
-    "UnpreparedModel",
-    "describe",
-]
+__all__ = ["MicroBatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -80,134 +72,6 @@ DEADLINE_MARGIN_S = 0.005
 BATCHES_IN_FLIGHT = 2
 #: Batches in a row failing on every input after which the model is deemed broken as a whole.
 SYSTEMIC_AFTER_FAILED_BATCHES = 3
-
-
-class Prepared(Protocol):
-    """A request's inputs after preparation (e.g. token ids), sliceable by input."""
-
-    @property
-    def costs(self) -> np.ndarray:
-        """Cost of each input (tokens for text, 1 for inputs without preparation)."""
-        ...
-
-    def __len__(self) -> int: ...
-
-    def slice(self, start: int, stop: int) -> Prepared:
-        """Inputs ``start`` up to ``stop``."""
-        ...
-
-
-class BatchModel(Protocol):
-    """What the batcher drives: prepare, pack and compute, each off the event loop."""
-
-    async def prepare(
-        self, groups: Sequence[Sequence[Any]]
-    ) -> tuple[list[Prepared], Mapping[str, float]]:
-        """Prepare several requests' inputs in one call; one `Prepared` per group, and timing."""
-        ...
-
-    async def pack(self, parts: Sequence[Prepared]) -> Any:
-        """Lay one batch out for the device (host work; may overlap another batch's compute)."""
-        ...
-
-    async def compute(self, packed: Any) -> tuple[np.ndarray, Mapping[str, float]]:
-        """Run a packed batch; ``rows[i]`` answers the i-th input of its parts, in order."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Items:
-    """Inputs that need no preparation: each costs 1."""
-
-    items: Sequence[Any]
-
-    @property
-    def costs(self) -> np.ndarray:
-        return np.ones(len(self.items), dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def slice(self, start: int, stop: int) -> _Items:
-        return _Items(self.items[start:stop])
-
-
-class UnpreparedModel:
-    """A `BatchModel` for inputs that need no preparation; subclasses define `infer_rows`."""
-
-    async def infer_rows(self, inputs: Sequence[Any]) -> tuple[np.ndarray, Mapping[str, float]]:
-        """Rows for ``inputs``, in order, and timing."""
-        raise NotImplementedError
-
-    async def prepare(
-        self, groups: Sequence[Sequence[Any]]
-    ) -> tuple[list[Prepared], Mapping[str, float]]:
-        """Nothing to prepare: each group as it is."""
-        return [_Items(group) for group in groups], {}
-
-    async def pack(self, parts: Sequence[Prepared]) -> Any:
-        """Every part's inputs in one list."""
-        return list(itertools.chain.from_iterable(part.items for part in parts))  # type: ignore[attr-defined]
-
-    async def compute(self, packed: Any) -> tuple[np.ndarray, Mapping[str, float]]:
-        """`infer_rows` over the batch."""
-        return await self.infer_rows(packed)
-
-
-class FunctionModel(UnpreparedModel):
-    """An `UnpreparedModel` around a coroutine function ``inputs -> (rows, timing)``."""
-
-    def __init__(
-        self, infer: Callable[[Sequence[Any]], Awaitable[tuple[np.ndarray, Mapping[str, float]]]]
-    ) -> None:
-        self._infer = infer
-
-    async def infer_rows(self, inputs: Sequence[Any]) -> tuple[np.ndarray, Mapping[str, float]]:
-        return await self._infer(inputs)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """A request's outputs (one row per input) and where its time went."""
-
-    outputs: np.ndarray
-    timing: dict[str, float]
-
-
-@dataclass(eq=False)
-class _Job:
-    inputs: Sequence[Any]
-    deadline: float | None
-    enqueued_at: float
-    future: asyncio.Future[BatchResult]
-    outputs: np.ndarray | None = None
-    pending_pieces: int = 0
-    timing: dict[str, float] = field(default_factory=dict)
-    real_tokens: int = 0
-    computed_tokens: int = 0
-
-    def fail(self, error: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-@dataclass(eq=False, slots=True)
-class _Piece:
-    job: _Job
-    start: int
-    prepared: Prepared
-
-    def __len__(self) -> int:
-        return len(self.prepared)
-
-    def split(self, at: int) -> tuple[_Piece, _Piece]:
-        """The first ``at`` inputs and the rest (the job then waits for one more piece)."""
-        self.job.pending_pieces += 1
-        size = len(self.prepared)
-        return (
-            _Piece(self.job, self.start, self.prepared.slice(0, at)),
-            _Piece(self.job, self.start + at, self.prepared.slice(at, size)),
-        )
 
 
 class MicroBatcher:
@@ -231,9 +95,9 @@ class MicroBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self._clock = clock
-        self._incoming: list[_Job] = []
+        self._incoming: list[Job] = []
         self._incoming_ready = asyncio.Event()
-        self._queue: deque[_Piece] = deque()
+        self._queue: deque[Piece] = deque()
         self._changed = asyncio.Event()  # inputs arrived or a batch finished
         self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -316,7 +180,7 @@ class MicroBatcher:
         if not inputs:
             return BatchResult(np.zeros((0, 0), np.float32), {"queue_ms": 0.0})
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._incoming.append(_Job(inputs, deadline, now, future))
+        self._incoming.append(Job(inputs, deadline, now, future))
         self._incoming_ready.set()
         return await future
 
@@ -331,7 +195,7 @@ class MicroBatcher:
             if jobs:
                 await self._prepare(jobs)
 
-    async def _prepare(self, jobs: list[_Job]) -> None:
+    async def _prepare(self, jobs: list[Job]) -> None:
         if self.failure is not None:
             for job in jobs:
                 job.fail(WorkerUnhealthy(self.failure))
@@ -361,7 +225,7 @@ class MicroBatcher:
         for job, inputs in zip(jobs, prepared, strict=True):
             job.timing["tokenize_ms"] = share
             job.pending_pieces = 1
-            self._queue.append(_Piece(job, 0, inputs))
+            self._queue.append(Piece(job, 0, inputs))
         self._changed.set()
 
     # --- stage 2: batch and run -----------------------------------------------------------
@@ -378,7 +242,7 @@ class MicroBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _execute_and_release(self, batch: list[_Piece]) -> None:
+    async def _execute_and_release(self, batch: list[Piece]) -> None:
         try:
             await self._execute(batch)
         except asyncio.CancelledError:
@@ -407,16 +271,16 @@ class MicroBatcher:
             close = max(close, self._busy_until - DEADLINE_MARGIN_S)
         return min(close, deadline_cut)
 
-    def _deadline_cut(self, piece: _Piece) -> float:
+    def _deadline_cut(self, piece: Piece) -> float:
         if piece.job.deadline is None:
             return float("inf")
         return piece.job.deadline - max(self._compute_s, DEADLINE_MARGIN_S)
 
-    async def _next_batch(self) -> list[_Piece]:
+    async def _next_batch(self) -> list[Piece]:
         while not self._queue:
             await self._wait_for_change(None)
         opened_at = self._clock()
-        batch: list[_Piece] = []
+        batch: list[Piece] = []
         size = 0
         cost = 0
         budget = self.max_batch_tokens
@@ -451,10 +315,10 @@ class MicroBatcher:
             deadline_cut = min(deadline_cut, self._deadline_cut(piece))
         return batch
 
-    def _live(self, pieces: list[_Piece]) -> list[_Piece]:
+    def _live(self, pieces: list[Piece]) -> list[Piece]:
         """The pieces still to run: fails those whose deadline has passed."""
         now = self._clock()
-        live: list[_Piece] = []
+        live: list[Piece] = []
         for piece in pieces:
             job = piece.job
             if job.deadline is not None and now >= job.deadline:
@@ -464,7 +328,7 @@ class MicroBatcher:
                 live.append(piece)
         return live
 
-    async def _execute(self, batch: list[_Piece]) -> None:
+    async def _execute(self, batch: list[Piece]) -> None:
         live = self._live(batch)
         if not live:
             return
@@ -499,7 +363,7 @@ class MicroBatcher:
                 f"{self._failed_batches} batches in a row failed on every input"
             )
 
-    async def _run_isolating(self, pieces: list[_Piece], packed: Any = None) -> tuple[int, int]:
+    async def _run_isolating(self, pieces: list[Piece], packed: Any = None) -> tuple[int, int]:
         """Compute ``pieces`` (packing them first unless given); isolate a failure.
 
         Returns how many inputs got their rows and how many failed.
@@ -533,7 +397,7 @@ class MicroBatcher:
             offset += len(piece)
         return size, 0
 
-    async def _isolate_failure(self, pieces: list[_Piece], exc: Exception) -> tuple[int, int]:
+    async def _isolate_failure(self, pieces: list[Piece], exc: Exception) -> tuple[int, int]:
         if len(pieces) == 1 and len(pieces[0]) == 1:
             piece = pieces[0]
             reference = error_reference()
@@ -563,7 +427,7 @@ class MicroBatcher:
         return answered, failed
 
     def _deliver(
-        self, piece: _Piece, rows: np.ndarray, timing: Mapping[str, float], batch_size: int
+        self, piece: Piece, rows: np.ndarray, timing: Mapping[str, float], batch_size: int
     ) -> None:
         job = piece.job
         if job.future.done():
@@ -582,8 +446,3 @@ class MicroBatcher:
         job.pending_pieces -= 1
         if job.pending_pieces == 0:
             job.future.set_result(BatchResult(job.outputs, job.timing))
-
-
-def describe(result: BatchResult) -> dict[str, Any]:
-    """Timing of a result, rounded for the wire."""
-    return {name: round(value, 3) for name, value in result.timing.items()}

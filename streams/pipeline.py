@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from streams import contract
-from streams.batching import BatchResult, MicroBatcher, describe
+from streams.batch_jobs import BatchResult, describe
+from streams.batching import MicroBatcher
 from streams.contract import Headers, JsonId, Limits, Request, Route
 from streams.errors import (
     AnswerTooLarge,

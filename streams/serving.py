@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streams.batching import Prepared
+from streams.batch_model import Prepared
 from streams.settings import Settings
 
 if TYPE_CHECKING:

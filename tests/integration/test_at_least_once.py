@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.batching import UnpreparedModel
+from streams.batch_model import UnpreparedModel
 from streams.contract import Headers
 from streams.publisher import FaustPublisher
 from tests.support.answers import AnswerReader

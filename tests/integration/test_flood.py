@@ -17,7 +17,7 @@ import pytest
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
 from streams import app as app_module
-from streams.batching import UnpreparedModel
+from streams.batch_model import UnpreparedModel
 from tests.chaos.tools import produce_records, request_value
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app

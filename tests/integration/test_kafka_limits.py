@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.batching import UnpreparedModel
+from streams.batch_model import UnpreparedModel
 from streams.client import InferenceClient
 from streams.pipeline import DLQ_CODE_HEADER, DLQ_OFFSET_HEADER
 from tests.support.answers import AnswerReader

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from models.errors import RunnerClosedError
 from streams import app as app_module
-from streams.batching import UnpreparedModel
+from streams.batch_model import UnpreparedModel
 from streams.broker import free_port
 from streams.pipeline import Prepared, RequestPipeline
 from tests.support.answers import AnswerReader

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.batching import UnpreparedModel
+from streams.batch_model import UnpreparedModel
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
 

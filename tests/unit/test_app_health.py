@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from streams import app as app_module
-from streams.batching import MicroBatcher, UnpreparedModel
+from streams.batch_model import UnpreparedModel
+from streams.batching import MicroBatcher
 from streams.broker import free_port
 from streams.settings import Settings
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streams.batching import MicroBatcher, UnpreparedModel
+from streams.batch_model import UnpreparedModel
+from streams.batching import MicroBatcher
 from streams.errors import DeadlineExceeded, InternalError
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from models.errors import RunnerClosedError
-from streams.batching import SYSTEMIC_AFTER_FAILED_BATCHES, MicroBatcher, UnpreparedModel
+from streams.batch_model import UnpreparedModel
+from streams.batching import SYSTEMIC_AFTER_FAILED_BATCHES, MicroBatcher
 from streams.errors import InternalError, WorkerUnhealthy, is_systemic
 
 pytestmark = pytest.mark.timeout(30)

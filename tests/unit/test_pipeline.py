@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.batching import FunctionModel, MicroBatcher
+from streams.batch_model import FunctionModel
+from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
 from streams.pipeline import Inbound, RequestPipeline, ServedModel
 

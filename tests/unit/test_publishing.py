@@ -22,7 +22,8 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from streams.batching import FunctionModel, MicroBatcher
+from streams.batch_model import FunctionModel
+from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
 from streams.errors import WorkerUnhealthy
 from streams.pipeline import (

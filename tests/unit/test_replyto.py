@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from streams import contract
-from streams.batching import FunctionModel, MicroBatcher
+from streams.batch_model import FunctionModel
+from streams.batching import MicroBatcher
 from streams.contract import Limits
 from streams.errors import InvalidRequest
 from streams.pipeline import RequestPipeline, ServedModel
