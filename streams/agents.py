@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from streams.contract import normalise_headers
 from streams.errors import WorkerUnhealthy
-from streams.pipeline import Inbound, Prepared
+from streams.pipeline import Prepared
+from streams.records import Inbound
 from streams.settings import Settings
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from streams import contract
 from streams.batch_jobs import BatchResult, describe
@@ -44,47 +44,14 @@ from streams.errors import (
 )
 from streams.flow import estimate_tokens
 from streams.publisher import error_name, is_permanent, is_too_large, is_unknown_topic, record_bytes
+from streams.records import Inbound, Outbound, dead_letter
 from streams.replyto import ReplyToPolicy
 
 log = logging.getLogger(__name__)
 
-DLQ_CODE_HEADER = "kinfer-error-code"
-DLQ_MESSAGE_HEADER = "kinfer-error-message"
-DLQ_TOPIC_HEADER = "kinfer-source-topic"
-DLQ_PARTITION_HEADER = "kinfer-source-partition"
-DLQ_OFFSET_HEADER = "kinfer-source-offset"
-#: On a dead letter whose copy of the request would pass the record size limit: the request
-#: value's size in bytes (the value is left out; its headers too if they alone are too large).
-DLQ_VALUE_DROPPED_HEADER = "kinfer-value-dropped"
-
 #: What a default Apache Kafka broker accepts (message.max.bytes is 1 048 588 bytes for a record
 #: batch), less a margin for the estimate.
 DEFAULT_MAX_ANSWER_BYTES = 1_048_576 - 1024
-
-RecordKind = Literal["result", "error", "dead-letter"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """A record to publish (the key is the request's)."""
-
-    topic: str
-    value: bytes
-    headers: Headers
-    kind: RecordKind
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A consumed request record, as the pipeline needs it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp: float  # epoch seconds: the record's produce time
 
 
 class Publisher(Protocol):
@@ -290,24 +257,7 @@ class RequestPipeline:
         return records
 
     def _dead_letter(self, inbound: Inbound, error: RequestError) -> Outbound:
-        """The request, unchanged, with why it could not be answered (its value left out if
-        the copy would pass the record size limit)."""
-        own: Headers = (
-            (DLQ_CODE_HEADER, error.code.value.encode()),
-            (DLQ_MESSAGE_HEADER, error.message[:1000].encode("utf-8", "replace")),
-            (DLQ_TOPIC_HEADER, inbound.topic.encode()),
-            (DLQ_PARTITION_HEADER, str(inbound.partition).encode()),
-            (DLQ_OFFSET_HEADER, str(inbound.offset).encode()),
-        )
-        value = inbound.value or b""
-        headers: Headers = (*inbound.headers, *own)
-        if record_bytes(inbound.key, value, headers) > self._max_answer_bytes:
-            dropped = (DLQ_VALUE_DROPPED_HEADER, str(len(value)).encode())
-            value = b""
-            headers = (*inbound.headers, *own, dropped)
-            if record_bytes(inbound.key, value, headers) > self._max_answer_bytes:
-                headers = (*own, dropped)
-        return Outbound(self._dead_letter_topic, value, headers, "dead-letter")
+        return dead_letter(inbound, error, self._dead_letter_topic, self._max_answer_bytes)
 
     # --- publishing -----------------------------------------------------------------------
     async def _deliver(self, prepared: Prepared, records: list[Outbound]) -> None:

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.batch_model import UnpreparedModel
 from streams.client import InferenceClient
-from streams.pipeline import DLQ_CODE_HEADER, DLQ_OFFSET_HEADER
+from streams.records import DLQ_CODE_HEADER, DLQ_OFFSET_HEADER
 from tests.support.answers import AnswerReader
 from tests.support.inprocess import fresh_settings, running_app
 from tests.support.topics import committed_total

@@ -12,7 +12,7 @@ import pytest
 
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, ExternalBroker
-from streams.pipeline import (
+from streams.records import (
     DLQ_CODE_HEADER,
     DLQ_OFFSET_HEADER,
     DLQ_PARTITION_HEADER,

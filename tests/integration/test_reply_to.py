@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, ExternalBroker
-from streams.pipeline import DLQ_CODE_HEADER
+from streams.records import DLQ_CODE_HEADER
 from tests.support.answers import AnswerReader
 from tests.support.topics import create_worker_topics
 from tests.support.worker import WorkerProcess

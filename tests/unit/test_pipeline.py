@@ -12,7 +12,8 @@ import pytest
 from streams.batch_model import FunctionModel
 from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
-from streams.pipeline import Inbound, RequestPipeline, ServedModel
+from streams.pipeline import RequestPipeline, ServedModel
+from streams.records import Inbound
 
 
 async def fake_infer(texts: Sequence[str]) -> tuple[np.ndarray, Mapping[str, float]]:

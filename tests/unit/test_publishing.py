@@ -26,14 +26,9 @@ from streams.batch_model import FunctionModel
 from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
 from streams.errors import WorkerUnhealthy
-from streams.pipeline import (
-    DLQ_CODE_HEADER,
-    DLQ_VALUE_DROPPED_HEADER,
-    Inbound,
-    RequestPipeline,
-    ServedModel,
-)
+from streams.pipeline import RequestPipeline, ServedModel
 from streams.publisher import FaustPublisher, TopicNotFound, is_permanent, record_bytes
+from streams.records import DLQ_CODE_HEADER, DLQ_VALUE_DROPPED_HEADER, Inbound
 
 pytestmark = pytest.mark.timeout(30)
 
