@@ -22,6 +22,7 @@ __all__ = [
     "TensorShapeError",
     "UnknownModelError",
     "UnsupportedModelError",
+    "UnsupportedQuantizationError",
     "WeightsError",
 ]
 
@@ -80,6 +81,17 @@ class MissingModelFileError(ModelFolderError, FileNotFoundError):
 
 class UnsupportedModelError(ModelFolderError):
     """A model folder that describes something kinfer does not serve (an activation, a module)."""
+
+
+class UnsupportedQuantizationError(ModelError, ValueError):
+    """A quantisation that no code implements (a manifest's or a caller's)."""
+
+    def __init__(self, quantization: str, supported: Iterable[str]) -> None:
+        self.quantization = quantization
+        self.supported = tuple(supported)
+        super().__init__(
+            f"unsupported quantization {quantization!r}; supported: {', '.join(self.supported)}"
+        )
 
 
 class WeightsError(ModelError):

@@ -15,10 +15,10 @@ __all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "load"]
 DEFAULT_MODEL = "minilm"
 
 
-def _minilm(dtype: str) -> Servable:
+def _minilm(dtype: str, *, quantization: str = "none") -> Servable:
     from models.minilm.servable import build  # imported on use: loads weights and Flax
 
-    return build(dtype)
+    return build(dtype, quantization=quantization)
 
 
 KNOWN_MODELS: Mapping[str, ServableFactory] = MappingProxyType({"minilm": _minilm})
@@ -31,6 +31,7 @@ def load(
     config: RunnerConfig | None = None,
     model_dir: str | Path | None = None,
     zero_cost: str = "off",
+    quantization: str = "none",
 ) -> ModelRunner:
     """Build the named model's runner; call `warm_up()` on it before serving.
 
@@ -42,10 +43,14 @@ def load(
             pooling for a folder without modules.json).
         zero_cost: benchmarks only: "model" or "model-and-tokenizer" serve the zero-cost
             double (`models.zero_cost`) under the model's name.
+        quantization: "int8-weight-only" stores the encoder's dense kernels as int8 with
+            per-channel scales, quantised from the float weights as they load
+            (`models.bert.quantize`); "none" keeps them float32.
 
     Raises:
         UnknownModelError: `name` is not in KNOWN_MODELS (and no `model_dir` is given).
         models.errors.ModelFolderError: `model_dir` cannot be served; names the file.
+        models.errors.UnsupportedQuantizationError: an unknown ``quantization``.
     """
     factory = KNOWN_MODELS.get(name)
     if factory is None and model_dir is None:
@@ -56,17 +61,24 @@ def load(
 
         return ModelRunner(ZeroCostServable(name, zero_cost, model_dir), config)
     if model_dir is not None:
-        return ModelRunner(_from_folder(name, Path(model_dir), config.dtype), config)
+        servable = _from_folder(name, Path(model_dir), config.dtype, quantization)
+        return ModelRunner(servable, config)
     assert factory is not None
-    return ModelRunner(factory(config.dtype), config)
+    return ModelRunner(factory(config.dtype, quantization=quantization), config)
 
 
-def _from_folder(name: str, folder: Path, dtype: str) -> Servable:
+def _from_folder(name: str, folder: Path, dtype: str, quantization: str) -> Servable:
     """The encoder in ``folder``, served as ``name``."""
     if name == "minilm":
         from models.minilm.servable import build
 
-        return build(dtype, folder)
+        return build(dtype, folder, quantization=quantization)
     from models.bert.servable import load_encoder
 
-    return load_encoder(folder, name=name, version=f"{name}@{folder.name}", dtype=dtype)
+    return load_encoder(
+        folder,
+        name=name,
+        version=f"{name}@{folder.name}",
+        dtype=dtype,
+        quantization=quantization,
+    )

@@ -40,6 +40,7 @@ __all__ = [
     "scan",
     "sha256_of",
     "verify_files",
+    "version_order",
 ]
 
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent / "catalog"
@@ -278,20 +279,19 @@ def scan(
 
 
 def default_version(folders: Iterable[ModelFolder], name: str) -> ModelFolder | None:
-    """The version a request without one gets: the one aliased 'default', else the newest.
+    """The version a request without one gets: the newest aliased 'default', else the newest.
 
     Newest compares versions as numbers where they are numbers ("10" after "9"), else as text.
     """
     candidates = [folder for folder in folders if folder.manifest.name == name]
-    for folder in candidates:
-        if "default" in folder.manifest.aliases:
-            return folder
+    aliased = [folder for folder in candidates if "default" in folder.manifest.aliases]
     if not candidates:
         return None
-    return max(candidates, key=lambda folder: _version_order(folder.manifest.version))
+    return max(aliased or candidates, key=lambda folder: version_order(folder.manifest.version))
 
 
-def _version_order(version: str) -> tuple[Any, ...]:
+def version_order(version: str) -> tuple[Any, ...]:
+    """A sort key of versions: numeric parts as numbers ("10" after "9"), others as text."""
     parts: list[tuple[int, Any]] = []
     for part in version.replace("-", ".").split("."):
         parts.append((0, int(part)) if part.isdigit() else (1, part))

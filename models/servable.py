@@ -7,7 +7,7 @@ threads. A second model is a new folder with a `build(dtype)` that returns a `Se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import jax
@@ -75,5 +75,8 @@ class Servable(Protocol):
         ...
 
 
-ServableFactory = Callable[[str], Servable]
-"""Builds a servable for a compute dtype name ("float32" or "bfloat16")."""
+class ServableFactory(Protocol):
+    """Builds a servable for a compute dtype name ("float32" or "bfloat16") and a weight
+    quantisation ("none" or "int8-weight-only")."""
+
+    def __call__(self, dtype: str, *, quantization: str = "none") -> Servable: ...

@@ -1,8 +1,13 @@
 """The Faust application: ``create_app(settings)``, and ``app`` for ``faust -A streams.app worker``.
 
-Start-up order: the model is loaded and every shape bucket compiled (warm-up) and the topics are
-created *before* the consumer joins its group, so no request ever waits on a compile and the
+Start-up order: the models are loaded and every shape bucket compiled (warm-up) and the topics
+are created *before* the consumer joins its group, so no request ever waits on a compile and the
 worker only reports ready once it can answer at full speed.
+
+Models: the worker serves every model and version of its repository (``KINFER_MODELS``
+narrows that), each with a batcher of its own (`streams.model_table`), and swaps versions while
+it serves (`streams.model_manager`): every ``KINFER_MODEL_WATCH_INTERVAL_S``, on SIGHUP and on
+``POST /models/reload``. ``GET /models`` lists every version with its state.
 
 Broker restart: a watcher checks every ``TOPIC_WATCH_INTERVAL_S`` that every declared topic still
 exists; when one is gone (a broker that lost its storage), it creates the declared topics again and
@@ -33,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -44,16 +50,15 @@ from faust.web import View
 
 from streams.admin import ensure_topics
 from streams.agents import register_agent
-from streams.batching import MicroBatcher
 from streams.consumer import consumer_class
-from streams.contract import Limits
 from streams.flow import InFlightLimit
-from streams.pipeline import RequestPipeline, ServedModel
+from streams.model_manager import ModelManager, request_limits
+from streams.model_table import ModelTable
+from streams.pipeline import RequestPipeline
 from streams.processes import apply_accelerator_env
 from streams.publisher import FaustPublisher
 from streams.replyto import ReplyToPolicy
 from streams.security import KafkaSecurity, fail_fast, kafka_security
-from streams.serving import load_runner
 from streams.settings import Settings, get_settings
 from streams.topics import declared_topics
 
@@ -74,15 +79,16 @@ METADATA_REFRESH_TIMEOUT_S = 10.0
 
 
 class KinferApp(faust.App):
-    """A Faust app that owns the model runner, the batcher and the request pipeline."""
+    """A Faust app that owns the served models, their batchers and the request pipeline."""
 
     kinfer_settings: Settings
     #: TLS and SASL for every Kafka client of the worker (Faust's, the admin client's)
     kafka_security: KafkaSecurity
     pipeline: RequestPipeline | None = None
-    batcher: MicroBatcher | None = None
+    #: the served model versions (one batcher each)
+    models: ModelTable
+    manager: ModelManager
     in_flight: InFlightLimit
-    runner: Any = None
     ready: bool = False
     #: the agent's per-message tasks (answer, then ack)
     handler_tasks: set[asyncio.Task[None]]
@@ -91,6 +97,7 @@ class KinferApp(faust.App):
     stopping: bool = False
     _watchdog: threading.Timer | None = None
     _topic_watch: asyncio.Task[None] | None = None
+    _model_watch: asyncio.Task[None] | None = None
     _failure: str | None = None
 
     async def on_first_start(self) -> None:
@@ -101,12 +108,11 @@ class KinferApp(faust.App):
         log.info("Kafka security: %s", self.kafka_security.describe())
         await fail_fast(self.kafka_security, settings.bootstrap_servers)
         started = time.perf_counter()
-        self.runner = await asyncio.to_thread(load_runner, settings)
+        await self.manager.load_initial()
         log.info(
-            "model %s (%s) loaded and warmed up in %.1fs",
-            self.runner.name,
-            self.runner.version,
+            "models loaded and warmed up in %.1fs: %s",
             time.perf_counter() - started,
+            ModelTable.served_summary(self.models.served_versions()),
         )
 
     async def on_start(self) -> None:
@@ -118,28 +124,20 @@ class KinferApp(faust.App):
             security=self.kafka_security,
             replication_factor=settings.replication_factor,
         )
-        self.batcher = MicroBatcher(
-            self.runner,
-            max_batch=settings.max_batch,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_s=settings.max_wait_ms / 1000.0,
-        )
-        self.batcher.start()
         self.pipeline = RequestPipeline(
-            batcher=self.batcher,
+            models=self.models,
             publisher=FaustPublisher(self),
-            served=ServedModel(self.runner.name, self.runner.version),
             default_topic=settings.response_topic,
             dead_letter_topic=settings.dead_letter_topic,
             max_answer_bytes=settings.max_answer_bytes,
-            max_input_tokens=max(settings.seq_buckets),
-            limits=Limits(
-                max_message_bytes=settings.max_message_bytes,
-                max_inputs=settings.max_inputs_per_request,
-                max_input_chars=settings.max_input_chars,
-            ),
+            limits=request_limits(settings),
             reply_to=ReplyToPolicy.from_settings(settings),
         )
+        if settings.model_watch_interval_s > 0 and self.manager.uses_repository:
+            self._model_watch = asyncio.create_task(
+                self.manager.watch(settings.model_watch_interval_s), name="kinfer-model-watch"
+            )
+        _reload_on_sighup(self)
         self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
 
     async def _watch_topics(self) -> None:
@@ -215,7 +213,7 @@ class KinferApp(faust.App):
         """Why the worker cannot serve any more, or None while it can."""
         for reason in (
             self._failure,
-            getattr(self.batcher, "failure", None),
+            self.models.failure(),
             getattr(self.pipeline, "failure", None),
         ):
             if reason is not None:
@@ -234,7 +232,7 @@ class KinferApp(faust.App):
         failure = self.failure()
         if failure is not None:
             return False, {"reason": failure}
-        stalled = self.batcher.stalled_s() if self.batcher is not None else 0.0
+        stalled = self.models.stalled_s()
         limit = self.kinfer_settings.liveness_timeout_s
         if stalled > limit:
             return False, {
@@ -254,10 +252,11 @@ class KinferApp(faust.App):
     async def on_stop(self) -> None:
         self.stopping = True
         self.ready = False
-        if self._topic_watch is not None:
-            self._topic_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._topic_watch
+        for task in (self._topic_watch, self._model_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         bound = self.kinfer_settings.shutdown_timeout_s + SHUTDOWN_GRACE_S
         self._watchdog = threading.Timer(bound, _exit_hard, args=(bound,))
         self._watchdog.daemon = True
@@ -306,11 +305,9 @@ class KinferApp(faust.App):
     async def on_shutdown(self) -> None:
         # The consumer has already waited for every started request to be answered and acked.
         self.ready = False
-        if self.batcher is not None:
-            await self.batcher.stop()
-        if self.runner is not None:
-            # it joins the runner's threads, which may finish a model call: not on this loop
-            await asyncio.to_thread(self.runner.close)
+        # stops every batcher, then joins the models' threads off this loop (they may be
+        # finishing a model call)
+        await self.manager.close()
         await super().on_shutdown()
         if self._watchdog is not None:  # stopped in time: an app living on (tests) must not exit
             self._watchdog.cancel()
@@ -347,6 +344,8 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     app.kafka_security = security
     app.transport.Consumer = consumer_class(settings.fetch_max_wait_ms)  # type: ignore[misc]
     app.in_flight = InFlightLimit(settings.max_in_flight, settings.max_in_flight_tokens)
+    app.models = ModelTable()
+    app.manager = ModelManager(settings, app.models)
     app.handler_tasks = set()
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
@@ -358,6 +357,21 @@ def _exit_hard(bound: float) -> None:
     log.error("graceful stop overran %.1fs: exiting hard", bound)
     logging.shutdown()
     os._exit(EXIT_SHUTDOWN_OVERRUN)
+
+
+def _reload_on_sighup(app: KinferApp) -> None:
+    """SIGHUP reconciles the model repository (where this loop may install signal handlers)."""
+
+    def reload() -> None:
+        log.info("SIGHUP: reloading the model repository")
+        task = asyncio.ensure_future(app.manager.reconcile())
+        reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(reloads.discard)
+
+    reloads: set[asyncio.Future[Any]] = set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def _register_health(app: KinferApp) -> None:
@@ -372,6 +386,17 @@ def _register_health(app: KinferApp) -> None:
         async def get(self, request: WebRequest) -> WebResponse:
             ready = app.is_ready()
             return self.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/models")
+    class Models(View):
+        async def get(self, request: WebRequest) -> WebResponse:
+            return self.json({"models": [s.as_json() for s in app.models.describe()]})
+
+    @app.page("/models/reload")
+    class Reload(View):
+        async def post(self, request: WebRequest) -> WebResponse:
+            report = await app.manager.reconcile()
+            return self.json(report.as_json(), status=200)
 
 
 def __getattr__(name: str) -> KinferApp:

@@ -177,7 +177,7 @@ class MicroBatcher:
         now = self._clock()
         if deadline is not None and now >= deadline:
             raise DeadlineExceeded((now - deadline) * 1000)
-        if not inputs:
+        if len(inputs) == 0:
             return BatchResult(np.zeros((0, 0), np.float32), {"queue_ms": 0.0})
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._incoming.append(Job(inputs, deadline, now, future))

@@ -4,12 +4,20 @@ Request (JSON value, any Kafka key)::
 
     {"id": "r1", "model": "minilm", "version": null, "inputs": ["text", ...], "deadline_ms": 500,
      "encoding": "float"}
+    {"id": "r2", "model": "digits", "inputs": [[[0, 3, ...8 numbers], ...8 rows]], "top_k": 3}
+
+``inputs`` is checked against the model's input kind once the request is routed to the model
+(`streams.model_io`): strings for text models, 8x8 images for ``digits``. ``version`` pins a
+version; without it the model's default answers. Every answer names the version that computed
+it.
 
 Answer, on the topic named by the ``reply-to`` header or else the default response topic, with
 the request's Kafka key, its ``id`` echoed, and its ``x-request-id`` and other ``x-`` headers::
 
     {"id": "r1", "model": "minilm", "version": "...", "outputs": [[...384 floats...]],
      "timing": {"queue_ms": .., "tokenize_ms": .., "compute_ms": .., "total_ms": .., ...}}
+    {"id": "r2", "model": "digits", "version": "1",
+     "outputs": [{"label": 7, "probabilities": [...10 floats...], "top_k": [[7, 0.98], ...]}]}
     {"id": "r1", "error": {"code": "INVALID_REQUEST", "message": "..."}}
 
 ``deadline_ms`` is a budget in milliseconds counted from the request record's Kafka timestamp
@@ -53,7 +61,9 @@ CONTENT_TYPE = ("content-type", b"application/json")
 MAX_ID_CHARS = 256
 
 #: The fields a request may have.
-_REQUEST_FIELDS = frozenset({"id", "model", "version", "inputs", "deadline_ms", "encoding"})
+_REQUEST_FIELDS = frozenset(
+    {"id", "model", "version", "inputs", "deadline_ms", "encoding", "top_k"}
+)
 
 #: Kafka's legal topic names.
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -87,9 +97,12 @@ class Request:
     id: JsonId
     model: str
     version: str | None
-    inputs: tuple[str, ...]
+    #: as sent; checked against the model's input kind once routed (`streams.model_io`)
+    inputs: Sequence[Any]
     deadline_ms: float | None = None
     encoding: Encoding = DEFAULT_ENCODING
+    #: classifiers: also answer the k most likely labels of each input
+    top_k: int | None = None
 
     def deadline(self, produced_at: float) -> float | None:
         """Absolute wall-clock deadline (epoch seconds), given the record's produce time."""
@@ -202,7 +215,7 @@ def decode_request(
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(str(exc)) from None
     if not isinstance(doc, dict):
-        raise InvalidRequest(f"request must be a JSON object, got {_json_type(doc)}")
+        raise InvalidRequest(f"request must be a JSON object, got {json_type(doc)}")
     if not doc.keys() <= _REQUEST_FIELDS:
         unknown = doc.keys() - _REQUEST_FIELDS
         raise InvalidRequest(f"unknown fields: {', '.join(sorted(map(repr, unknown))[:5])}")
@@ -225,6 +238,9 @@ def decode_request(
         if not 0 < deadline_ms <= 86_400_000:
             raise InvalidRequest("'deadline_ms' must be > 0 and at most one day")
     encoding = _check_encoding(doc.get("encoding"))
+    top_k = doc.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidRequest(f"'top_k' must be a positive integer or null, got {top_k!r:.40}")
     return Request(
         id=request_id,
         model=model,
@@ -232,6 +248,7 @@ def decode_request(
         inputs=inputs,
         deadline_ms=None if deadline_ms is None else float(deadline_ms),
         encoding=encoding,
+        top_k=top_k,
     )
 
 
@@ -241,46 +258,25 @@ def _check_encoding(value: Any) -> Encoding:
     if isinstance(value, str) and value in ENCODINGS:
         return value
     accepted = " or ".join(f'"{name}"' for name in ENCODINGS)
-    got = repr(value[:40]) if isinstance(value, str) else _json_type(value)
+    got = repr(value[:40]) if isinstance(value, str) else json_type(value)
     raise InvalidRequest(f"'encoding' must be {accepted} (null means \"float\"), got {got}")
 
 
-def _validate_inputs(inputs: Any, limits: Limits) -> tuple[str, ...]:
+def _validate_inputs(inputs: Any, limits: Limits) -> list[Any]:
+    """A non-empty list of at most ``limits.max_inputs``; the model's kind checks each input."""
     if not isinstance(inputs, list):
-        raise InvalidRequest(f"'inputs' must be a list of strings, got {_json_type(inputs)}")
+        raise InvalidRequest(f"'inputs' must be a list, got {json_type(inputs)}")
     if not inputs:
-        raise InvalidRequest("'inputs' must hold at least one string")
+        raise InvalidRequest("'inputs' must hold at least one input")
     if len(inputs) > limits.max_inputs:
         raise InputTooLarge(
             "number of inputs", len(inputs), limits.max_inputs, "MAX_INPUTS_PER_REQUEST"
         )
-    # The happy path in C, no Python work per input: join() refuses anything but strings, and
-    # inputs that are short all together are each short. The loop only names the first bad one.
-    try:
-        total_chars = len("".join(inputs))
-    except TypeError:
-        total_chars = -1  # an input is not a string
-    limit = limits.max_input_chars
-    if total_chars < 0 or (total_chars > limit and max(map(len, inputs)) > limit):
-        _raise_first_bad_input(inputs, limits)
-    return tuple(inputs)
+    return inputs
 
 
-def _raise_first_bad_input(inputs: list[Any], limits: Limits) -> None:
-    """Raise the error of the first bad input, named by its index."""
-    for index, text in enumerate(inputs):
-        if not isinstance(text, str):
-            raise InvalidRequest(f"inputs[{index}] must be a string, got {_json_type(text)}")
-        if len(text) > limits.max_input_chars:
-            raise InputTooLarge(
-                f"inputs[{index}] length in characters",
-                len(text),
-                limits.max_input_chars,
-                "MAX_INPUT_CHARS",
-            )
-
-
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How a JSON value is named in error messages: "a string", "an array", "null"..."""
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
@@ -341,16 +337,29 @@ def decode_answer(value: bytes) -> dict[str, Any]:
 
 
 def encode_request(
-    inputs: Sequence[str],
+    inputs: Sequence[Any],
     *,
     request_id: JsonId,
     model: str = "minilm",
     version: str | None = None,
     deadline_ms: float | None = None,
     encoding: Encoding = DEFAULT_ENCODING,
+    top_k: int | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """A request record, as clients send it (``encoding`` only when it is not the default)."""
+    """A request record, as clients send it (``encoding`` only when it is not the default).
+
+    ``params`` are further request fields, passed through as they are (e.g. ``{"top_k": 3}``);
+    they may not replace the fields this function writes itself.
+    """
     doc: dict[str, Any] = {"id": request_id, "model": model, "inputs": list(inputs)}
+    if params:
+        clash = {"id", "model", "inputs", "version", "deadline_ms", "encoding"} & params.keys()
+        if clash:
+            raise ValueError(f"params may not set {sorted(clash)}: use their own arguments")
+        doc.update(params)
+    if top_k is not None:
+        doc["top_k"] = top_k
     if version is not None:
         doc["version"] = version
     if deadline_ms is not None:

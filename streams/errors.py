@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import ClassVar
 
@@ -50,12 +51,14 @@ class InvalidRequest(RequestError):
 class UnknownModel(RequestError):
     code = ErrorCode.UNKNOWN_MODEL
 
-    def __init__(self, model: str, version: str | None, served: str, served_version: str) -> None:
+    def __init__(
+        self, model: str, version: str | None, served: Mapping[str, Sequence[str]]
+    ) -> None:
         asked = model if version is None else f"{model} version {version!r}"
-        super().__init__(
-            f"model {asked} is not served here; this worker serves {served!r} "
-            f"version {served_version!r}"
+        listing = "; ".join(
+            f"{name} ({', '.join(versions)})" for name, versions in sorted(served.items())
         )
+        super().__init__(f"model {asked} is not served here; served: {listing or 'nothing (yet)'}")
 
 
 class InputTooLarge(RequestError):

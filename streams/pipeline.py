@@ -17,7 +17,11 @@ Publishing:
   the pipeline records a failure (the worker's /live then fails) and raises
   :class:`~streams.errors.WorkerUnhealthy`; the message is not acked.
 - Order: a message's records are published only once the previous message of its partition
-  has had all of its records *delivered*, so a retried record never lands after a newer one.
+  *for the same model* has had all of its records *delivered*, so a retried record never
+  lands after a newer one. Answers of different models keep no order between them, so a slow
+  model never holds another's answers. A message that reaches no model (not JSON, an unknown
+  model...) is answered after every earlier message of its partition, and every later message
+  after it: with one model, a partition's answers keep their offsets' order.
 """
 
 from __future__ import annotations
@@ -25,24 +29,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from streams import contract
 from streams.batch_jobs import BatchResult, describe
-from streams.batching import MicroBatcher
 from streams.contract import Headers, JsonId, Limits, Request, Route
 from streams.errors import (
     AnswerTooLarge,
     InternalError,
     ReplyToUnwritable,
     RequestError,
-    UnknownModel,
     WorkerUnhealthy,
     error_reference,
 )
-from streams.flow import estimate_tokens
+from streams.model_table import ModelTable, ServedVersion
 from streams.publisher import error_name, is_permanent, is_too_large, is_unknown_topic, record_bytes
 from streams.records import Inbound, Outbound, dead_letter
 from streams.replyto import ReplyToPolicy
@@ -64,14 +66,6 @@ class Publisher(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class ServedModel:
-    """What the pipeline needs to know of the model it serves."""
-
-    name: str
-    version: str
-
-
 @dataclass(slots=True)
 class Prepared:
     """A message decoded in consumption order, waiting for its answer."""
@@ -81,11 +75,17 @@ class Prepared:
     request: Request | None
     error: RequestError | None
     turn: asyncio.Future[None]
-    previous: asyncio.Future[None] | None
+    previous: Sequence[asyncio.Future[None]]
     #: when the worker took it (the pipeline's clock): the start of its ``total_ms``
     arrived: float = 0.0
     #: estimated tokens of its inputs (the in-flight limit's second measure)
     tokens: int = 0
+    #: the version it was routed to (held until it is answered or abandoned)
+    served: ServedVersion | None = None
+    #: its inputs as the version's batcher takes them
+    payload: Any = None
+    #: (topic, partition, model): answers keep their order within it
+    lane: tuple[str, int, str] = ("", 0, "")
 
     @property
     def weight(self) -> int:
@@ -99,33 +99,30 @@ class RequestPipeline:
     def __init__(
         self,
         *,
-        batcher: MicroBatcher,
+        models: ModelTable,
         publisher: Publisher,
-        served: ServedModel,
         default_topic: str,
         dead_letter_topic: str,
         limits: Limits,
         reply_to: ReplyToPolicy | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
-        max_input_tokens: int = 256,
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self._batcher = batcher
+        self._models = models
         self._publisher = publisher
-        self._served = served
         self._default_topic = default_topic
         self._dead_letter_topic = dead_letter_topic
         self._own_topics = frozenset({default_topic, dead_letter_topic})
         self._limits = limits
         self._reply_to = reply_to  # the reply-to allow-list (None: any legal topic name)
         self._max_answer_bytes = max_answer_bytes
-        self._max_input_tokens = max_input_tokens
         self._backoff = retry_backoff_s
         self._sleep = sleep
         self._clock = clock
-        self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
+        #: (topic, partition) -> model ("" for none) -> the turn of its latest message
+        self._tails: dict[tuple[str, int], dict[str, asyncio.Future[None]]] = {}
         self.answered = 0
         self.errors = 0
         self.dead_lettered = 0
@@ -140,31 +137,43 @@ class RequestPipeline:
         )
         request: Request | None = None
         error: RequestError | None = None
+        served: ServedVersion | None = None
+        payload: Any = None
+        tokens = 0
         try:
             request = contract.decode_request(
                 inbound.value, inbound.headers, self._limits, self._reply_to
             )
-            if request.model != self._served.name or request.version not in (
-                None,
-                self._served.version,
-            ):
-                raise UnknownModel(
-                    request.model, request.version, self._served.name, self._served.version
-                )
+            served = self._models.resolve(request.model, request.version)
+            served.outputs.check(request)
+            payload = served.inputs.validate(request.inputs, self._limits)
+            tokens = served.inputs.tokens(payload)
         except RequestError as exc:
             error = exc
-        tokens = 0
-        if request is not None and error is None:
-            tokens = estimate_tokens(request.inputs, self._max_input_tokens)
-        partition = (inbound.topic, inbound.partition)
+        if served is not None:
+            served.hold()
+        lane = (inbound.topic, inbound.partition, served.name if served is not None else "")
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        previous = self._tails.get(partition)
-        self._tails[partition] = turn
-        return Prepared(inbound, route, request, error, turn, previous, arrived, tokens)
+        tails = self._tails.setdefault((inbound.topic, inbound.partition), {})
+        if served is None:  # after every model's earlier messages
+            previous = list(tails.values())
+        else:  # after its model's earlier message, and an earlier model-less one
+            previous = [tail for model in (lane[2], "") if (tail := tails.get(model)) is not None]
+        tails[lane[2]] = turn
+        return Prepared(
+            inbound, route, request, error, turn, previous, arrived, tokens, served, payload, lane
+        )
 
     def abandon(self, prepared: Prepared) -> None:
         """Give up a prepared message without answering it (it stays uncommitted)."""
         self._pass_turn(prepared, None)
+        self._release(prepared)
+
+    @staticmethod
+    def _release(prepared: Prepared) -> None:
+        if prepared.served is not None:
+            prepared.served.release()
+            prepared.served = None
 
     async def handle(self, prepared: Prepared) -> None:
         """Compute and publish the answer; returns when the broker has acknowledged it.
@@ -175,14 +184,15 @@ class RequestPipeline:
         failed: WorkerUnhealthy | None = None
         try:
             answer = await self._answer(prepared)
-            if prepared.previous is not None:
-                await asyncio.shield(prepared.previous)
+            for previous in prepared.previous:
+                await asyncio.shield(previous)
             await self._deliver(prepared, answer)
         except WorkerUnhealthy as exc:
             failed = exc
             raise
         finally:
             self._pass_turn(prepared, failed)
+            self._release(prepared)
 
     def _pass_turn(self, prepared: Prepared, failed: WorkerUnhealthy | None) -> None:
         turn = prepared.turn
@@ -192,20 +202,21 @@ class RequestPipeline:
             else:
                 turn.set_exception(WorkerUnhealthy(failed.reason))
                 turn.exception()  # retrieved: a partition with no next message logs nothing
-        key = (prepared.inbound.topic, prepared.inbound.partition)
-        if self._tails.get(key) is turn:
-            del self._tails[key]
+        topic, partition, model = prepared.lane
+        tails = self._tails.get((topic, partition))
+        if tails is not None and tails.get(model) is turn:
+            del tails[model]
+            if not tails:
+                del self._tails[(topic, partition)]
 
     # --- the answer -----------------------------------------------------------------------
     async def _answer(self, prepared: Prepared) -> list[Outbound]:
         """The records to publish for this message: the answer, and a dead letter if due."""
         inbound, request, route = prepared.inbound, prepared.request, prepared.route
-        error = prepared.error
-        if request is not None and error is None:
+        error, served = prepared.error, prepared.served
+        if request is not None and served is not None and error is None:
             try:
-                result = await self._batcher.submit(
-                    request.inputs, request.deadline(inbound.timestamp)
-                )
+                result = await served.submit(prepared.payload, request.deadline(inbound.timestamp))
             except WorkerUnhealthy:
                 raise
             except RequestError as exc:
@@ -214,7 +225,7 @@ class RequestPipeline:
                 error = self._internal("answering the request failed", exc, request.id)
             else:
                 try:
-                    value = self._encode(prepared, request, result)
+                    value = self._encode(prepared, request, served, result)
                 except Exception as exc:
                     error = self._internal("encoding the answer failed", exc, request.id)
                 else:
@@ -227,10 +238,12 @@ class RequestPipeline:
         assert error is not None
         return self._error_records(prepared, route.topic, error, dead_letter=error.dead_letter)
 
-    def _encode(self, prepared: Prepared, request: Request, result: BatchResult) -> bytes:
+    def _encode(
+        self, prepared: Prepared, request: Request, served: ServedVersion, result: BatchResult
+    ) -> bytes:
         timing = describe(result)
         timing["total_ms"] = round((self._clock() - prepared.arrived) * 1000, 3)
-        return contract.encode_result(request, self._served.version, result.outputs, timing)
+        return served.outputs.encode(request, served.version, result.outputs, timing)
 
     def _internal(self, what: str, exc: Exception, request_id: JsonId) -> InternalError:
         reference = error_reference()

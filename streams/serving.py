@@ -1,10 +1,18 @@
-"""The bridge to ``models/``: load the served model with kinfer's settings."""
+"""The bridge to ``models/``: models shaped as the batcher drives them, built from settings.
+
+`ServedRunner` drives a text encoder's `ModelRunner` (tokenise, pack, compute);
+`ServedClassifier` drives the digits classifier (images need no preparation). `load_version`
+builds, warms and wraps one repository folder; `load_runner` serves a folder given by
+``KINFER_MODEL_DIR`` (or the bench's zero-cost double) outside the repository.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +22,7 @@ from streams.batch_model import Prepared
 from streams.settings import Settings
 
 if TYPE_CHECKING:
+    from models.digits.classifier import DigitsClassifier
     from models.packing import PackedCall
     from models.runner import ModelRunner
 
@@ -43,6 +52,11 @@ class ServedRunner:
         self.name: str = runner.name
         self.version: str = runner.version
         self.output_dim: int = runner.output_dim
+        self.seq_buckets: tuple[int, ...] = tuple(runner.config.seq_buckets)
+
+    def compiled_shapes(self) -> tuple[str, ...]:
+        """Compiled (rows x tokens) shapes, e.g. ``16x128``."""
+        return tuple(f"{b}x{s}" for b, s in sorted(self._runner.compiled_shapes))
 
     async def prepare(
         self, groups: Sequence[Sequence[Any]]
@@ -89,6 +103,55 @@ class ServedRunner:
     def close(self) -> None:
         """Stop the runner's threads."""
         self._runner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Images:
+    """Validated (n, 8, 8) images: each costs 1."""
+
+    images: np.ndarray
+
+    @property
+    def costs(self) -> np.ndarray:
+        return np.ones(len(self.images), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def slice(self, start: int, stop: int) -> _Images:
+        return _Images(self.images[start:stop])
+
+
+class ServedClassifier:
+    """The digits classifier as a `BatchModel`: its forward calls on a thread of its own."""
+
+    def __init__(self, classifier: DigitsClassifier) -> None:
+        self._classifier = classifier
+        self._compute = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"{classifier.name}-compute"
+        )
+
+    async def prepare(
+        self, groups: Sequence[Sequence[Any]]
+    ) -> tuple[list[Prepared], Mapping[str, float]]:
+        """Validated images need no preparation."""
+        return [_Images(np.asarray(group, dtype=np.float32)) for group in groups], {}
+
+    async def pack(self, parts: Sequence[Prepared]) -> np.ndarray:
+        """Every part's images in one array."""
+        images = [part.images for part in parts]  # type: ignore[attr-defined]
+        return images[0] if len(images) == 1 else np.concatenate(images)
+
+    async def compute(self, images: np.ndarray) -> tuple[np.ndarray, Mapping[str, float]]:
+        """Class probabilities, one row per image."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._compute, self._classifier.predict_proba, images)
+        return rows, {"compute_ms": (time.perf_counter() - started) * 1e3}
+
+    def close(self) -> None:
+        """Stop the compute thread (after the call it runs)."""
+        self._compute.shutdown(wait=True)
 
 
 def runner_config(settings: Settings) -> object:

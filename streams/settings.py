@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IntTuple = Annotated[tuple[int, ...], NoDecode]
+StrTuple = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -120,7 +121,23 @@ class Settings(BaseSettings):
         "about 4 s. Raise it on a GPU.",
     )
     # --- model ----------------------------------------------------------------------------
-    model: str = Field("minilm", description="Name of the model the worker serves.")
+    models: StrTuple = Field(
+        (),
+        description="The repository models this worker serves: names (every version of "
+        "that model) or name:version, comma-separated, e.g. 'minilm:0.1.0,digits'. Empty: "
+        "every model and version in KINFER_MODEL_REPOSITORY.",
+    )
+    model_watch_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often the worker looks for version folders added to or removed from "
+        "the repository (hot swap; also on SIGHUP and `kinfer models reload`). 0: never.",
+    )
+    model: str = Field(
+        "minilm",
+        description="Name under which KINFER_MODEL_DIR (or the bench's zero-cost double) is "
+        "served; unused when the worker serves its repository.",
+    )
     model_repository: str | None = Field(
         None,
         description="Folder of models, one <name>/<version>/manifest.toml each (see "
@@ -128,13 +145,15 @@ class Settings(BaseSettings):
     )
     batch_buckets: IntTuple = Field(
         (1, 4, 16),
-        description="Rows per model call that XLA compiles at warm-up. A batch's packed rows "
+        description="Rows per model call that XLA compiles at warm-up; when set, it overrides "
+        "the manifests' [buckets]. A batch's packed rows "
         "run in calls of the largest, the rest in the cheapest mix of buckets. On a GPU use "
         "large buckets (64..1024).",
     )
     seq_buckets: IntTuple = Field(
         (16, 32, 64, 128, 256),
-        description="Row lengths (tokens) compiled at warm-up. Texts are packed several to a "
+        description="Row lengths (tokens) compiled at warm-up; when set, it overrides the "
+        "manifests' [buckets]. Texts are packed several to a "
         "row; a call is padded to the smallest bucket that holds its fullest row. The largest "
         "is the truncation length.",
     )
@@ -151,7 +170,9 @@ class Settings(BaseSettings):
         "over buckets: about 1 on CPU, large (e.g. 256) on a GPU to pad to one bucket instead.",
     )
     dtype: str = Field(
-        "float32", description="Compute dtype: 'float32' (CPU) or 'bfloat16' (GPU/TPU)."
+        "float32",
+        description="Compute dtype of KINFER_MODEL_DIR: 'float32' (CPU) or 'bfloat16' (GPU/TPU). "
+        "Repository versions compute in their manifest's dtype (a bf16 variant is a version).",
     )
     model_dir: str | None = Field(
         None,
@@ -200,6 +221,42 @@ class Settings(BaseSettings):
         description="/live fails when one model call (tokenise, pack or compute) has run longer "
         "than this: a hung model or device. It also fails, whatever this says, once the worker "
         "cannot serve (a systemic model failure, its own topics refusing its answers).",
+    )
+    # --- gateway (Open Inference Protocol over HTTP and gRPC: streams/gateway/) ------------
+    gateway_host: str = Field(
+        "127.0.0.1",
+        description="Address `kinfer gateway` listens on (HTTP and gRPC). Any address but a "
+        "loopback one needs KINFER_GATEWAY_TOKENS_FILE (or KINFER_GATEWAY_ALLOW_UNAUTHENTICATED).",
+    )
+    gateway_http_port: int = Field(8000, ge=1, le=65535, description="The gateway's HTTP port.")
+    gateway_grpc_port: int = Field(8001, ge=1, le=65535, description="The gateway's gRPC port.")
+    gateway_reply_topic: str = Field(
+        "kinfer.replies.gateway",
+        description="Topic the gateway asks the workers to answer on ('reply-to'); it must match "
+        "KINFER_REPLY_TO_PATTERN. Every gateway replica reads all of it and keeps its own answers.",
+    )
+    gateway_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest an infer call waits for its answer (then 504 / DEADLINE_EXCEEDED); "
+        "also sent as the request's deadline_ms. A request's own 'timeout' parameter "
+        "(microseconds) or gRPC deadline may shorten it.",
+    )
+    gateway_max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest HTTP request body or gRPC message the gateway accepts (413 / "
+        "RESOURCE_EXHAUSTED above).",
+    )
+    gateway_tokens_file: str | None = Field(
+        None,
+        description="JSON file of bearer tokens, each with the models it may use (see README, "
+        "'HTTP and gRPC'). Unset: no authentication, allowed only on a loopback address.",
+    )
+    gateway_allow_unauthenticated: bool = Field(
+        False,
+        description="Serve without tokens on a non-loopback address: anyone who reaches the "
+        "port may run every model. For a network that already authenticates (a mesh).",
     )
     # --- security -------------------------------------------------------------------------
     # Applied alike to every Kafka client kinfer makes (streams/security.py): the worker's
@@ -287,6 +344,14 @@ class Settings(BaseSettings):
                 "does not use TLS (use SSL or SASL_SSL)"
             )
         return self
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_str_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return tuple(part.strip().strip('"') for part in text.split(",") if part.strip())
+        return value
 
     @field_validator("batch_buckets", "seq_buckets", mode="before")
     @classmethod

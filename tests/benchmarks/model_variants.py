@@ -1,10 +1,11 @@
-"""Model CPU per text, side by side in one process: packing on and off, fp32 and bf16.
+"""Model CPU per text, side by side in one process: packing on and off, fp32, bf16 and int8.
 
     python -m tests.benchmarks.model_variants [--texts 224] [--repeats 3]
 
 Prints texts per CPU-second (process CPU time, which a busy machine distorts far less than wall
-time) for each variant, interleaved repetition by repetition, and bf16's cosine to fp32 on the
-parity fixture. "pack 32" is one 17-token text per 32-token row: padding, as before packing.
+time) for each variant, interleaved repetition by repetition, and bf16's and int8's cosine to
+fp32 on the parity fixture. "pack 32" is one 17-token text per 32-token row: padding, as
+before packing.
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ def variants() -> dict[str, ModelRunner]:
         "fp32, pack 64": load("minilm", config=RunnerConfig(pack_length=64)),
         "fp32, pack 128 (default)": load("minilm", config=RunnerConfig()),
         "bf16, pack 128": load("minilm", config=RunnerConfig(dtype="bfloat16")),
+        "int8 weight-only, pack 128": load(
+            "minilm", config=RunnerConfig(), quantization="int8-weight-only"
+        ),
     }
 
 
-def bf16_cosine(fp32: ModelRunner, bf16: ModelRunner) -> tuple[float, float]:
-    """Min and mean cosine of bf16 to fp32 embeddings on the parity fixture's texts."""
+def variant_cosine(fp32: ModelRunner, variant: ModelRunner) -> tuple[float, float]:
+    """Min and mean cosine of a variant (bf16, int8) to fp32 on the parity fixture's texts."""
     texts = [case["text"] for case in json.loads(FIXTURE.read_text(encoding="utf-8"))["cases"]]
     reference, _ = fp32.infer(texts)
-    low, _ = bf16.infer(texts)
+    low, _ = variant.infer(texts)
     cosine = np.sum(reference * low, axis=1) / (
         np.linalg.norm(reference, axis=1) * np.linalg.norm(low, axis=1)
     )
@@ -70,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("|---|---:|---:|")
     for name, values in per_cpu.items():
         print(f"| {name} | {' / '.join(f'{v:.0f}' for v in values)} | {efficiency[name]:.0%} |")
-    low, mean = bf16_cosine(runners["fp32, pack 128 (default)"], runners["bf16, pack 128"])
-    print(f"bf16 vs fp32 cosine on the parity fixture: min {low:.5f}, mean {mean:.5f}")
+    fp32 = runners["fp32, pack 128 (default)"]
+    for label, name in (("bf16", "bf16, pack 128"), ("int8", "int8 weight-only, pack 128")):
+        low, mean = variant_cosine(fp32, runners[name])
+        print(f"{label} vs fp32 cosine on the parity fixture: min {low:.5f}, mean {mean:.5f}")
     for runner in runners.values():
         runner.close()
 

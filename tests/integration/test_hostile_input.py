@@ -23,6 +23,7 @@ from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, ExternalBroker
 from streams.contract import Limits, decode_request, normalise_headers
 from streams.errors import RequestError, UnknownModel
+from streams.model_io import EmbeddingOutputs, TextInputs
 from tests.chaos.tools import TopicReader, hwm_kib, produce_records, request_value, rss_kib
 from tests.support.topics import worker_names
 from tests.support.worker import WorkerProcess
@@ -124,9 +125,11 @@ def expected_code(value: bytes, raw_headers: list[tuple[str, bytes]]) -> str | N
     """The error code the worker must answer with, or None for a request it serves."""
     try:
         request = decode_request(value, normalise_headers(raw_headers), LIMITS)
-        if request.model != "minilm" or request.version is not None:
-            # any version a generator can produce differs from the served one
-            raise UnknownModel(request.model, request.version, "minilm", "?")
+        if request.model != "minilm" or request.version not in (None, "0.1.0"):
+            raise UnknownModel(request.model, request.version, {"minilm": ["0.1.0"]})
+        # then as the worker checks a request routed to a text encoder
+        EmbeddingOutputs().check(request)
+        TextInputs(max_tokens=256).validate(request.inputs, LIMITS)
     except RequestError as exc:
         return exc.code.value
     return None

@@ -17,6 +17,7 @@ import pytest
 from streams import app as app_module
 from streams.admin import ensure_topics
 from streams.broker import free_port
+from streams.model_manager import ModelManager
 from streams.settings import Settings
 
 
@@ -49,7 +50,11 @@ async def running_app(
     ready_timeout_s: float = 30.0,
 ) -> AsyncIterator[app_module.KinferApp]:
     """Start the app with ``runner`` as its model (and ``publisher``), until it is ready."""
-    monkeypatch.setattr(app_module, "load_runner", lambda _settings: runner)
+
+    async def serve_it(manager: ModelManager) -> object:
+        return manager.serve_model(runner)
+
+    monkeypatch.setattr(ModelManager, "load_initial", serve_it)
     if publisher is not None:
         monkeypatch.setattr(app_module, "FaustPublisher", publisher)
     app = app_module.create_app(settings)

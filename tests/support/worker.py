@@ -27,6 +27,8 @@ from streams.broker import free_port
 LOG_DIR: Path | None = None
 
 TEST_SETTINGS: dict[str, str] = {
+    # one model version: every extra version costs its own warm-up
+    "KINFER_MODELS": "minilm:0.1.0",
     "KINFER_BATCH_BUCKETS": "1,8,32",
     "KINFER_SEQ_BUCKETS": "32,128",
     "KINFER_MAX_BATCH": "32",

@@ -16,6 +16,7 @@ from streams.batch_model import UnpreparedModel
 from streams.batching import MicroBatcher
 from streams.broker import free_port
 from streams.settings import Settings
+from tests.support.models import served_text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,12 +44,13 @@ async def test_live_fails_while_a_model_call_hangs_and_recovers_after(
     app: app_module.KinferApp,
 ) -> None:
     model = Hung()
-    app.batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
-    app.batcher.start()
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
+    batcher.start()
+    app.models.add(served_text(batcher))
     app.ready = True
     try:
         assert app.liveness() == (True, {})
-        job = asyncio.ensure_future(app.batcher.submit(["a"]))
+        job = asyncio.ensure_future(batcher.submit(["a"]))
         await asyncio.sleep(0.6)  # past liveness_timeout_s
         live, detail = app.liveness()
         assert not live
@@ -59,7 +61,7 @@ async def test_live_fails_while_a_model_call_hangs_and_recovers_after(
         assert app.liveness()[0]
         assert app.is_ready()
     finally:
-        await app.batcher.stop()
+        await batcher.stop()
 
 
 async def test_live_fails_for_good_once_the_worker_is_unhealthy(
@@ -178,7 +180,11 @@ async def test_closing_the_runner_does_not_block_the_event_loop(
         await asyncio.sleep(0.05)
         ticked.set()
 
-    app.runner = Runner()
+    batcher = MicroBatcher(Hung(), max_batch=4, max_wait_s=0.0)
+    batcher.start()
+    served = served_text(batcher)
+    served.close_model = Runner().close
+    app.models.add(served)
     ticker = asyncio.ensure_future(tick())
     await app.on_shutdown()
     await ticker

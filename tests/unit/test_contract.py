@@ -20,6 +20,7 @@ from streams.errors import (
     RequestError,
     UnknownModel,
 )
+from streams.model_io import TextInputs
 
 LIMITS = Limits(max_message_bytes=4000, max_inputs=4, max_input_chars=50)
 
@@ -28,11 +29,19 @@ def decode(doc: object, headers: contract.Headers = ()) -> contract.Request:
     return contract.decode_request(orjson.dumps(doc), headers, LIMITS)
 
 
+def decode_text(raw: bytes) -> contract.Request:
+    """Decode, then check the inputs as a text model does once the request is routed."""
+    request = contract.decode_request(raw, (), LIMITS)
+    TextInputs(max_tokens=256).validate(request.inputs, LIMITS)
+    return request
+
+
 def test_decodes_a_full_request() -> None:
     request = decode(
         {"id": "r1", "model": "minilm", "version": "v", "inputs": ["a", "b"], "deadline_ms": 250}
     )
-    assert request == contract.Request("r1", "minilm", "v", ("a", "b"), 250.0)
+    assert request == contract.Request("r1", "minilm", "v", ["a", "b"], 250.0)
+    assert request.top_k is None
     assert request.encoding == "float"
     assert request.deadline(100.0) == pytest.approx(100.25)
 
@@ -83,7 +92,7 @@ def test_integer_ids_and_no_deadline() -> None:
 )
 def test_bad_requests_get_typed_errors(raw: bytes, code: ErrorCode) -> None:
     with pytest.raises(RequestError) as info:
-        contract.decode_request(raw, (), LIMITS)
+        decode_text(raw)
     assert info.value.code is code
     assert info.value.message
 
@@ -91,10 +100,18 @@ def test_bad_requests_get_typed_errors(raw: bytes, code: ErrorCode) -> None:
 @pytest.mark.parametrize(
     ("inputs", "error", "message"),
     [
-        (["ok", 7, "x" * 51], InvalidRequest, "inputs[1] must be a string, got a number"),
+        (
+            ["ok", 7, "x" * 51],
+            InvalidRequest,
+            "inputs[1] must be a string (this model takes text), got a number",
+        ),
         (["ok", "x" * 51, 7], InputTooLarge, "inputs[1] length in characters is 51, over the"),
-        (["ok", None], InvalidRequest, "inputs[1] must be a string, got null"),
-        (["ok", "ok", ["a"]], InvalidRequest, "inputs[2] must be a string, got an array"),
+        (
+            ["ok", None],
+            InvalidRequest,
+            "inputs[1] must be a string (this model takes text), got null",
+        ),
+        (["ok", "ok", ["a"]], InvalidRequest, "inputs[2] must be a string (this model takes text)"),
         (["x" * 50, "x" * 52], InputTooLarge, "inputs[1] length in characters is 52, over the"),
     ],
 )
@@ -102,7 +119,7 @@ def test_the_first_bad_input_is_named_by_its_index(
     inputs: list[object], error: type[RequestError], message: str
 ) -> None:
     with pytest.raises(error) as info:
-        decode({"id": "a", "model": "minilm", "inputs": inputs})
+        decode_text(orjson.dumps({"id": "a", "model": "minilm", "inputs": inputs}))
     assert info.value.message.startswith(message)
 
 
@@ -110,7 +127,7 @@ def first_bad_input(inputs: list[object]) -> str | None:
     """The message of the first bad input, checked one input at a time: the reference."""
     for index, text in enumerate(inputs):
         if not isinstance(text, str):
-            return f"inputs[{index}] must be a string"
+            return f"inputs[{index}] must be a string (this model takes text)"
         if len(text) > LIMITS.max_input_chars:
             return f"inputs[{index}] length in characters is {len(text)}"
     return None
@@ -135,16 +152,17 @@ def test_inputs_are_checked_as_one_at_a_time_would(inputs: list[object]) -> None
     expected = first_bad_input(inputs)
     raw = orjson.dumps({"id": "a", "model": "minilm", "inputs": inputs})
     if expected is None:
-        assert contract.decode_request(raw, (), LIMITS).inputs == tuple(inputs)
+        assert decode_text(raw).inputs == inputs
     else:
         with pytest.raises(RequestError) as info:
-            contract.decode_request(raw, (), LIMITS)
+            decode_text(raw)
         assert info.value.message.startswith(expected)
 
 
-def test_inputs_at_the_limit_are_accepted_as_a_tuple() -> None:
+def test_inputs_at_the_limit_are_accepted() -> None:
     inputs = ["x" * 50, "", "é" * 50]
-    assert decode({"id": "a", "model": "minilm", "inputs": inputs}).inputs == tuple(inputs)
+    raw = orjson.dumps({"id": "a", "model": "minilm", "inputs": inputs})
+    assert decode_text(raw).inputs == inputs
 
 
 def test_tombstone_is_invalid_json() -> None:
@@ -178,7 +196,7 @@ def test_every_error_code_encodes_with_its_code() -> None:
     errors: list[RequestError] = [
         InvalidJson("bad"),
         InvalidRequest("shape"),
-        UnknownModel("bert", None, "minilm", "v1"),
+        UnknownModel("bert", None, {"minilm": ["v1"]}),
         InputTooLarge("inputs", 9, 4, "MAX_INPUTS_PER_REQUEST"),
         DeadlineExceeded(12.0),
         InternalError("boom"),

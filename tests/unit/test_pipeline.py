@@ -12,8 +12,9 @@ import pytest
 from streams.batch_model import FunctionModel
 from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
-from streams.pipeline import RequestPipeline, ServedModel
+from streams.pipeline import RequestPipeline
 from streams.records import Inbound
+from tests.support.models import text_table
 
 
 async def fake_infer(texts: Sequence[str]) -> tuple[np.ndarray, Mapping[str, float]]:
@@ -56,9 +57,8 @@ async def batcher() -> MicroBatcher:
 
 def make_pipeline(batcher: MicroBatcher, publisher: FakePublisher) -> RequestPipeline:
     return RequestPipeline(
-        batcher=batcher,
+        models=text_table(batcher),
         publisher=publisher,
-        served=ServedModel("minilm", "v1"),
         default_topic="responses",
         dead_letter_topic="requests.dlq",
         limits=Limits(max_message_bytes=1000, max_inputs=4, max_input_chars=100),
@@ -172,9 +172,8 @@ async def test_answers_keep_the_order_of_their_partition(batcher: MicroBatcher) 
 async def test_answer_too_large_for_the_producer_becomes_an_error(batcher: MicroBatcher) -> None:
     publisher = FakePublisher()
     pipeline = RequestPipeline(
-        batcher=batcher,
+        models=text_table(batcher),
         publisher=publisher,
-        served=ServedModel("minilm", "v1"),
         default_topic="responses",
         dead_letter_topic="requests.dlq",
         limits=Limits(),

@@ -26,9 +26,10 @@ from streams.batch_model import FunctionModel
 from streams.batching import MicroBatcher
 from streams.contract import Headers, Limits
 from streams.errors import WorkerUnhealthy
-from streams.pipeline import RequestPipeline, ServedModel
+from streams.pipeline import RequestPipeline
 from streams.publisher import FaustPublisher, TopicNotFound, is_permanent, record_bytes
 from streams.records import DLQ_CODE_HEADER, DLQ_VALUE_DROPPED_HEADER, Inbound
+from tests.support.models import text_table
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,9 +119,8 @@ async def batcher() -> Any:
 
 def make(batcher: MicroBatcher, broker: BrokerDouble, **overrides: Any) -> RequestPipeline:
     options: dict[str, Any] = {
-        "batcher": batcher,
+        "models": text_table(batcher),
         "publisher": broker,
-        "served": ServedModel("minilm", "v1"),
         "default_topic": "responses",
         "dead_letter_topic": "requests.dlq",
         "limits": Limits(),

@@ -13,9 +13,10 @@ from streams.batch_model import FunctionModel
 from streams.batching import MicroBatcher
 from streams.contract import Limits
 from streams.errors import InvalidRequest
-from streams.pipeline import RequestPipeline, ServedModel
+from streams.pipeline import RequestPipeline
 from streams.replyto import ReplyToPolicy
 from streams.settings import Settings
+from tests.support.models import text_table
 from tests.unit.test_pipeline import FakePublisher, fake_infer, inbound
 
 SETTINGS = Settings(request_topic="requests", response_topic="responses")
@@ -107,9 +108,8 @@ async def test_the_pipeline_answers_on_the_default_topic_and_dead_letters(
 ) -> None:
     publisher = FakePublisher()
     pipeline = RequestPipeline(
-        batcher=batcher,
+        models=text_table(batcher),
         publisher=publisher,
-        served=ServedModel("minilm", "v1"),
         default_topic="responses",
         dead_letter_topic="requests.dlq",
         limits=Limits(),
