@@ -196,43 +196,6 @@ def kcat(args: tuple[str, ...], broker_url: str | None) -> None:
     os.execve(binary, [binary, *extra, "-b", settings.bootstrap_servers, *args], env)
 
 
-@main.command(name="models")
-@click.option(
-    "--repository",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Model repository folder (KINFER_MODEL_REPOSITORY; default: the shipped models).",
-)
-@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file.")
-def list_models(repository: Path | None, no_verify: bool) -> None:
-    """List every model and version in the repository, and why any cannot be served.
-
-    Each folder <name>/<version>/manifest.toml is read and its files' sha256 checked; a bad
-    folder is listed as failed, naming the file, and never hides the others. Exits 1 when a
-    folder failed.
-    """
-    from models.repository import SHIPPED_REPOSITORY, scan
-
-    settings = _settings()
-    root = repository or Path(settings.model_repository or SHIPPED_REPOSITORY)
-    found, problems = scan(root, verify=not no_verify)
-    click.echo(f"repository {root}")
-    for folder in found:
-        manifest = folder.manifest
-        aliases = f" ({', '.join(manifest.aliases)})" if manifest.aliases else ""
-        buckets = manifest.buckets
-        shapes = f"batch {list(buckets.batch or settings.batch_buckets)}"
-        if manifest.inputs.type == "text":
-            shapes += f" x seq {list(buckets.seq or settings.seq_buckets)}"
-        click.echo(
-            f"  {manifest.name} {manifest.version}{aliases}: {manifest.kind}, {manifest.task}, "
-            f"{manifest.dtype}, {shapes}: valid"
-        )
-    for problem in problems:
-        click.echo(f"  {problem.folder}: failed: {problem.error.reason} ({problem.error.path})")
-    if problems:
-        sys.exit(1)
-
-
 @main.command(name="settings")
 def show_settings() -> None:
     """List every KINFER_* setting, its current value and what it does."""
@@ -325,6 +288,15 @@ or in one step:
 Ctrl-C stops the worker and the broker.
 """
 
+
+def _register_model_commands() -> None:
+    from streams.cli_models import evaluate, models
+
+    main.add_command(models)
+    main.add_command(evaluate)
+
+
+_register_model_commands()
 
 if __name__ == "__main__":
     main()
