@@ -141,6 +141,56 @@ def reload(worker: str | None) -> None:
         sys.exit(1)
 
 
+@models.command(name="add")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--name", required=True, help="Model name requests will use, e.g. my-encoder.")
+@click.option("--version", "version", required=True, help="Version, e.g. 1 (never reused).")
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Repository to add it to (default: KINFER_MODEL_REPOSITORY).",
+)
+@click.option("--alias", "aliases", multiple=True, help="Alias, e.g. --alias default.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Compute dtype of this version.",
+)
+def add(
+    folder: Path,
+    name: str,
+    version: str,
+    repository: Path | None,
+    aliases: tuple[str, ...],
+    dtype: str,
+) -> None:
+    """Add the BERT-family encoder in FOLDER (Hugging Face layout) as a repository version.
+
+    Reads the folder as a worker will (shape, pooling, normalisation, input length; a refusal
+    names the file) and writes <repository>/<name>/<version>/manifest.toml, pointing at
+    FOLDER (nothing is copied) with the sha256 of every file it reads. A running worker on
+    that repository loads it within KINFER_MODEL_WATCH_INTERVAL_S (or at once with `kinfer
+    models reload`).
+    """
+    from models.errors import ModelError
+    from models.manifest_writer import add_encoder
+
+    settings = Settings()
+    root = repository or (Path(settings.model_repository) if settings.model_repository else None)
+    if root is None:
+        raise click.ClickException(
+            "give --repository or set KINFER_MODEL_REPOSITORY (your own folder; the shipped "
+            "catalog is kinfer's)"
+        )
+    try:
+        path = add_encoder(folder, root, name=name, version=version, aliases=aliases, dtype=dtype)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}")
+
+
 @click.command(name="eval")
 @click.argument("model")
 @click.option("--version", help="The version to evaluate (default: the model's default).")

@@ -52,13 +52,18 @@ class UnknownModel(RequestError):
     code = ErrorCode.UNKNOWN_MODEL
 
     def __init__(
-        self, model: str, version: str | None, served: Mapping[str, Sequence[str]]
+        self,
+        model: str,
+        version: str | None,
+        served: Mapping[str, Sequence[str]],
+        state: str | None = None,
     ) -> None:
         asked = model if version is None else f"{model} version {version!r}"
         listing = "; ".join(
             f"{name} ({', '.join(versions)})" for name, versions in sorted(served.items())
         )
-        super().__init__(f"model {asked} is not served here; served: {listing or 'nothing (yet)'}")
+        why = "is not served here" if state is None else f"is {state}, not serving yet"
+        super().__init__(f"model {asked} {why}; served: {listing or 'nothing (yet)'}")
 
 
 class InputTooLarge(RequestError):

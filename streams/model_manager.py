@@ -36,7 +36,7 @@ from streams.model_io import (
     ImageInputs,
     TextInputs,
 )
-from streams.model_table import ModelTable, ServedVersion, VersionStatus
+from streams.model_table import ModelTable, ServedVersion, State, VersionStatus
 from streams.serving import ServedClassifier, ServedRunner, load_runner, runner_config
 from streams.settings import Settings
 
@@ -90,6 +90,7 @@ class ModelManager:
         #: (name, version) -> the manifest's mtime when it last failed (retried once it changes)
         self._failed: dict[tuple[str, str], float] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        self._background: asyncio.Task[None] | None = None
 
     @property
     def repository(self) -> Path:
@@ -105,22 +106,39 @@ class ModelManager:
 
     # --- start-up -------------------------------------------------------------------------
     async def load_initial(self) -> ReloadReport:
-        """Load every selected version before the worker joins its group.
+        """Load each selected model's default version before the worker joins its group.
+
+        The other versions load in the background once this returns (listed as "loading"
+        or "warming" until they are ready), so a worker serving many versions is ready as
+        soon as every model can answer.
 
         Raises:
             NothingToServe: no version could be served (the reasons are in the message).
         """
         if not self.uses_repository:
             return self.serve_model(await asyncio.to_thread(load_runner, self.settings))
-        report = await self.reconcile()
+        report = await self.reconcile(defaults_only=True)
+        if not len(self.table):
+            report = await self.reconcile()  # every default failed: try the others now
         if not len(self.table):
             reasons = "; ".join(f"{key}: {why}" for key, why in report.failed.items())
             raise NothingToServe(
                 f"no model of {self.repository} can be served"
-                + (f" (KINFER_MODELS={self.settings.models})" if self.settings.models else "")
+                + (
+                    f" (KINFER_MODELS={','.join(self.settings.models)})"
+                    if self.settings.models
+                    else ""
+                )
                 + (f": {reasons}" if reasons else ": the repository has no model folder")
             )
+        self._background = asyncio.create_task(self._load_the_rest(), name="kinfer-models-rest")
         return report
+
+    async def _load_the_rest(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception:
+            log.exception("loading the remaining model versions failed")
 
     def serve_model(self, model: Any) -> ReloadReport:
         """Serve a warm text model outside the repository (``KINFER_MODEL_DIR``, tests).
@@ -131,8 +149,12 @@ class ModelManager:
         return ReloadReport(loaded=[f"{model.name} {model.version}"])
 
     # --- reconcile ------------------------------------------------------------------------
-    async def reconcile(self) -> ReloadReport:
-        """Load new folders, retire removed ones (see the module docstring)."""
+    async def reconcile(self, *, defaults_only: bool = False) -> ReloadReport:
+        """Load new folders, retire removed ones (see the module docstring).
+
+        ``defaults_only`` loads only each model's default version (start-up) and retires
+        nothing.
+        """
         from models.repository import scan
 
         report = ReloadReport()
@@ -142,13 +164,20 @@ class ModelManager:
         async with self._lock:
             folders, problems = await asyncio.to_thread(scan, self.repository, verify=False)
             wanted = {folder.key: folder for folder in folders if self._selected(*folder.key)}
+            to_load = wanted
+            if defaults_only:
+                to_load = {key: wanted[key] for key in _default_keys(list(wanted.values()))}
+            else:
+                for key, folder in wanted.items():  # listed as waiting their turn
+                    if key not in self.table and self._failed.get(key) != _mtime(folder):
+                        self.table.set_status(_status_of(folder, "loading"))
             for problem in problems:
                 key = (problem.folder.parent.name, problem.folder.name)
                 if self._selected(*key) and key not in self.table:
                     reason = problem.error.reason + f" ({problem.error.path})"
                     report.failed[f"{key[0]} {key[1]}"] = reason
                     self.table.set_status(VersionStatus(*key, state="failed", reason=reason))
-            for key, folder in wanted.items():
+            for key, folder in to_load.items():
                 if key in self.table or self._failed.get(key) == _mtime(folder):
                     continue
                 error = await self._load(folder)
@@ -157,7 +186,7 @@ class ModelManager:
                 else:
                     report.failed[f"{key[0]} {key[1]}"] = error
             failed_dirs = {(p.folder.parent.name, p.folder.name) for p in problems}
-            for served in list(self.table):
+            for served in [] if defaults_only else list(self.table):
                 if served.folder is not None and served.key not in wanted:
                     self._retire(served.key)
                     report.retired.append(f"{served.name} {served.version}")
@@ -194,18 +223,8 @@ class ModelManager:
 
     async def _load(self, folder: ModelFolder) -> str | None:
         """Load, warm and route ``folder``; the reason it failed, or None."""
-        manifest = folder.manifest
         key = folder.key
-        status = VersionStatus(
-            manifest.name,
-            manifest.version,
-            state="loading",
-            kind=manifest.kind,
-            task=manifest.task,
-            dtype=manifest.dtype,
-            quantization=manifest.quantization,
-            aliases=tuple(manifest.aliases),
-        )
+        status = _status_of(folder, "loading")
         self.table.set_status(status)
         started = time.perf_counter()
         try:
@@ -325,12 +344,40 @@ class ModelManager:
         log.info("model %s %s unloaded", served.name, served.version)
 
     async def close(self) -> None:
-        """Stop draining tasks and close every served version (a stopping worker)."""
-        for task in list(self._draining):
+        """Stop loading and draining tasks, close every served version (a stopping worker)."""
+        for task in [self._background, *self._draining]:
+            if task is None:
+                continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.table.close()
+
+
+def _default_keys(folders: list[ModelFolder]) -> set[tuple[str, str]]:
+    """(name, version) of each model's default version among ``folders``."""
+    from models.repository import default_version
+
+    keys = set()
+    for name in {folder.manifest.name for folder in folders}:
+        chosen = default_version(folders, name)
+        if chosen is not None:
+            keys.add(chosen.key)
+    return keys
+
+
+def _status_of(folder: ModelFolder, state: State) -> VersionStatus:
+    manifest = folder.manifest
+    return VersionStatus(
+        manifest.name,
+        manifest.version,
+        state=state,
+        kind=manifest.kind,
+        task=manifest.task,
+        dtype=manifest.dtype,
+        quantization=manifest.quantization,
+        aliases=tuple(manifest.aliases),
+    )
 
 
 def _mtime(folder: ModelFolder) -> float:

@@ -146,7 +146,9 @@ class ModelTable:
             version = self._defaults.get(name)
         served = self._serving.get((name, version)) if version is not None else None
         if served is None:
-            raise UnknownModel(name, version, self.served_versions())
+            other = self._others.get((name, version)) if version is not None else None
+            state = other.state if other is not None and other.state != "draining" else None
+            raise UnknownModel(name, version, self.served_versions(), state)
         return served
 
     def served_versions(self) -> dict[str, list[str]]:

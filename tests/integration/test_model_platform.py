@@ -235,6 +235,24 @@ def test_kinfer_eval_digits_prints_the_offline_f1(
     assert "confusion matrix" in done.stdout
 
 
+def test_kinfer_eval_checks_an_encoder_against_its_parity_fixture(
+    broker: EmbeddedBroker | ExternalBroker, topics: dict[str, str], worker: WorkerProcess
+) -> None:
+    env = {
+        **os.environ,
+        "KINFER_REQUEST_TOPIC": topics["request_topic"],
+        "KINFER_RESPONSE_TOPIC": topics["response_topic"],
+    }
+    command = [sys.executable, "-m", "streams.cli", "eval", "minilm"]
+    command += ["--broker", f"kafka://{broker.bootstrap}", "--min-cosine", "0.9999"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"cosine to the fixture: min ([0-9.]+)", done.stdout)
+    assert found is not None, done.stdout
+    assert float(found.group(1)) >= 0.9999
+    assert "minilm version 0.1.0: 60 parity texts" in done.stdout
+
+
 async def test_hot_swap_under_load_loses_nothing_and_stamps_each_answer(
     broker: EmbeddedBroker | ExternalBroker,
     topics: dict[str, str],
