@@ -1,11 +1,17 @@
 """The soak: a worker under steady load for a long time, hostile messages mixed in.
 
 ``make soak`` (30 minutes): starts the embedded broker and one worker, measures the worker's
-saturated throughput (a backlog of ``--backlog`` requests answered as fast as it can), then
-sends requests at half of it (``--load``) for ``--minutes``, with one message in
+saturation, then sends requests at half of it (``--load``) for ``--minutes``, with one message in
 ``--hostile-every`` hostile (invalid JSON, wrong shapes, oversized, an unknown model, a refused
-reply-to). Every ``--sample-s`` it prints the worker's RSS and open file descriptors. At the
-end::
+reply-to).
+
+Saturation is the highest *steady* rate the worker keeps up with: a backlog of ``--backlog``
+requests answered as fast as it can gives a first estimate (full batches), then steady rates
+from 80 % of it downwards are tried for ``--probe-s`` seconds each, and the first one the worker
+keeps up with (less than a second's worth of requests unanswered at the end) is the
+saturation. A backlog alone overestimates it: requests arriving one by one make smaller
+batches than a backlog does. Every ``--sample-s`` it prints the worker's RSS and open file
+descriptors. At the end::
 
     soak: minutes=30.0 rate=... sent=... answered=... lost=0 dead_lettered=... (hostile ...)
           duplicates=0 rss_mib start=... end=... growth=1.2% fds start=... end=...
@@ -119,6 +125,25 @@ class Soak:
                 await asyncio.wait_for(self.progress.wait(), 0.5)
 
 
+async def sustained_rate(
+    run: Soak, producer: AIOKafkaProducer, burst: float, args: argparse.Namespace
+) -> float:
+    """The highest steady rate, from 80 % of ``burst`` down, that the worker keeps up with."""
+    rate = burst * 0.8
+    while rate > 5:
+        until = time.monotonic() + args.probe_s
+        await run.send(producer, int(rate * args.probe_s * 2), rate, 0, until=until)
+        await asyncio.sleep(1.0)
+        behind = len(run.sent - run.answers.keys())
+        kept_up = behind < rate
+        print(f"probe {rate:.0f} req/s: {behind} unanswered after {args.probe_s:.0f}s", flush=True)
+        await run.wait_answered(120)  # drain before the next step
+        if kept_up:
+            return rate
+        rate *= 0.8
+    return rate
+
+
 async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     names = await create_worker_topics(bootstrap, "soak", partitions=4)
     run = Soak(bootstrap, names)
@@ -133,7 +158,9 @@ async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             started = time.monotonic()
             await run.send(producer, args.backlog, None, 0)
             await run.wait_answered(600)
-            saturation = len(run.answers) / (time.monotonic() - started)
+            burst = len(run.answers) / (time.monotonic() - started)
+            print(f"backlog answered at {burst:.0f} req/s", flush=True)
+            saturation = burst if args.rate else await sustained_rate(run, producer, burst, args)
             rate = args.rate or saturation * args.load
             print(f"saturation {saturation:.0f} req/s; soaking at {rate:.0f} req/s", flush=True)
             duration = args.minutes * 60
@@ -178,6 +205,7 @@ async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     lost = len(run.sent - run.answers.keys())
     return {
         "minutes": args.minutes,
+        "burst_rps": round(burst, 1),
         "saturation_rps": round(saturation, 1),
         "rate_rps": round(rate, 1),
         "sent": len(run.sent),
@@ -201,6 +229,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.5, help="fraction of saturation")
     parser.add_argument("--rate", type=float, help="requests/s (default: load x saturation)")
     parser.add_argument("--backlog", type=int, default=4000, help="requests of the saturation run")
+    parser.add_argument("--probe-s", type=float, default=20.0, help="seconds per steady rate")
     parser.add_argument("--hostile-every", type=int, default=20)
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-fraction", type=float, default=0.1)
