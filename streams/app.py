@@ -29,7 +29,9 @@ topics refusing its answers, a handler that raised: :meth:`KinferApp.failure`) o
 call has run longer than ``liveness_timeout_s`` (a hung model), so the orchestrator restarts it;
 the agent then takes nothing more and what it holds stays uncommitted. ``/ready`` is true only
 while the worker is warm, live, not stopping and a member of its group with an assignment (it
-is cleared when a rebalance starts).
+is cleared when a rebalance starts), and not while its consumer is stalled (`streams.lag`).
+Both answer from the process's first second: until Faust's web server starts, after the
+warm-up, `streams.startup_web` holds the port. ``/metrics`` is `streams.metrics`.
 """
 
 from __future__ import annotations
@@ -48,10 +50,16 @@ from faust.web import Request as WebRequest
 from faust.web import Response as WebResponse
 from faust.web import View
 
+from models import compiles
 from streams.admin import ensure_topics
 from streams.agents import register_agent
 from streams.consumer import consumer_class
+from streams.enrich.agents import register_enrich_agents, start_routes
+from streams.enrich.pipeline import EnrichPipeline
 from streams.flow import InFlightLimit
+from streams.lag import LagTracker, watch_lag
+from streams.logs import banner
+from streams.metrics import WorkerMetrics, render
 from streams.model_manager import ModelManager, request_limits
 from streams.model_table import ModelTable
 from streams.pipeline import RequestPipeline
@@ -60,6 +68,7 @@ from streams.publisher import FaustPublisher
 from streams.replyto import ReplyToPolicy
 from streams.security import KafkaSecurity, fail_fast, kafka_security
 from streams.settings import Settings, get_settings
+from streams.startup_web import StartupWeb
 from streams.topics import declared_topics
 
 log = logging.getLogger(__name__)
@@ -90,8 +99,12 @@ class KinferApp(faust.App):
     manager: ModelManager
     in_flight: InFlightLimit
     ready: bool = False
-    #: the agent's per-message tasks (answer, then ack)
+    #: the agents' per-message tasks (answer, then ack), requests and enrichment alike
     handler_tasks: set[asyncio.Task[None]]
+    #: the enrichment routes' pipelines, by route name (built in on_start)
+    enrichers: dict[str, EnrichPipeline]
+    #: the topics the worker owns for its routes (sinks, dead-letter topics) -> partitions
+    route_topics: dict[str, int]
     #: set when a graceful stop begins: the agent starts nothing more (what it took stays
     #: uncommitted and is delivered again)
     stopping: bool = False
@@ -99,25 +112,41 @@ class KinferApp(faust.App):
     _topic_watch: asyncio.Task[None] | None = None
     _model_watch: asyncio.Task[None] | None = None
     _failure: str | None = None
+    #: Prometheus metrics (GET /metrics) and the request partitions' lag (streams/lag.py)
+    metrics: WorkerMetrics
+    lag: LagTracker
+    _lag_watch: asyncio.Task[None] | None = None
+    #: /live, /ready and /metrics until Faust's web server starts (streams/startup_web.py)
+    _startup_web: StartupWeb | None = None
+    _starting: str = "starting"
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         settings = self.kinfer_settings
+        self._startup_web = StartupWeb(
+            settings.web_host, settings.web_port, self.metrics.registry, lambda: self._starting
+        )
+        await self._startup_web.start()  # live from here on, as the process runs
+        self._starting = "loading and warming up the models"
         # fail at once, before the warm-up, when TLS or SASL cannot work as set (a broker that
         # is merely down is waited for by ensure_topics, after it)
         log.info("Kafka security: %s", self.kafka_security.describe())
         await fail_fast(self.kafka_security, settings.bootstrap_servers)
         started = time.perf_counter()
+        compiles.install()  # from here on, a compile outside loading and warm-up is counted
         await self.manager.load_initial()
         log.info(
             "models loaded and warmed up in %.1fs: %s",
             time.perf_counter() - started,
             ModelTable.served_summary(self.models.served_versions()),
         )
+        text, fields = banner(settings, self.models.describe())
+        log.info("%s", text, extra={"fields": fields})
 
     async def on_start(self) -> None:
         await super().on_start()
         settings = self.kinfer_settings
+        self._starting = "creating the topics, then joining the consumer group"
         await ensure_topics(
             settings.bootstrap_servers,
             declared_topics(settings),
@@ -132,13 +161,21 @@ class KinferApp(faust.App):
             max_answer_bytes=settings.max_answer_bytes,
             limits=request_limits(settings),
             reply_to=ReplyToPolicy.from_settings(settings),
+            observer=self.metrics,
         )
+        self.route_topics = await start_routes(self, settings.enrich_routes)
         if settings.model_watch_interval_s > 0 and self.manager.uses_repository:
             self._model_watch = asyncio.create_task(
                 self.manager.watch(settings.model_watch_interval_s), name="kinfer-model-watch"
             )
         _reload_on_sighup(self)
         self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
+        self._lag_watch = asyncio.create_task(
+            watch_lag(lambda: self.consumer, settings.request_topic, self.lag),
+            name="kinfer-lag-watch",
+        )
+        if self._startup_web is not None:  # Faust's web server takes the port over next
+            await self._startup_web.stop()
 
     async def _watch_topics(self) -> None:
         """Recreate the declared topics when the broker lost them, then resubscribe.
@@ -148,7 +185,7 @@ class KinferApp(faust.App):
         from aiokafka.admin import AIOKafkaAdminClient
 
         settings = self.kinfer_settings
-        declared = declared_topics(settings)
+        declared = {**declared_topics(settings), **self.route_topics}
         admin: AIOKafkaAdminClient | None = None
         try:
             while True:
@@ -215,6 +252,7 @@ class KinferApp(faust.App):
             self._failure,
             self.models.failure(),
             getattr(self.pipeline, "failure", None),
+            *(enricher.failure for enricher in self.enrichers.values()),
         ):
             if reason is not None:
                 return str(reason)
@@ -241,9 +279,23 @@ class KinferApp(faust.App):
             }
         return True, {}
 
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the worker is ready, and why not."""
+        if self.stopping:
+            return False, {"reason": "stopping"}
+        live, detail = self.liveness()
+        if not live:
+            return False, detail
+        if not self.ready:
+            return False, {"reason": "warming up, or waiting for its partition assignment"}
+        stalled = self.lag.stalled(self.kinfer_settings.consumer_stall_timeout_s, time.time())
+        if stalled is not None:
+            return False, {"reason": f"the consumer is stalled: {stalled}"}
+        return True, {}
+
     def is_ready(self) -> bool:
-        """Warm, live, not stopping, and a member of the group with its assignment."""
-        return self.ready and not self.stopping and self.liveness()[0]
+        """Warm, live, not stopping, a member of the group with its assignment, not stalled."""
+        return self.readiness()[0]
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -252,7 +304,9 @@ class KinferApp(faust.App):
     async def on_stop(self) -> None:
         self.stopping = True
         self.ready = False
-        for task in (self._topic_watch, self._model_watch):
+        if self._startup_web is not None:
+            await self._startup_web.stop()
+        for task in (self._topic_watch, self._model_watch, self._lag_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -301,6 +355,7 @@ class KinferApp(faust.App):
     async def _mark_ready(self, sender: object, assigned: object, **kwargs: object) -> None:
         # ready once warm (on_first_start) and a member of the group with its assignment
         self.ready = not self.stopping and self.failure() is None
+        log.info("partitions assigned: %s", _partitions(assigned) or "none")
 
     async def on_shutdown(self) -> None:
         # The consumer has already waited for every started request to be answered and acked.
@@ -346,11 +401,26 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     app.in_flight = InFlightLimit(settings.max_in_flight, settings.max_in_flight_tokens)
     app.models = ModelTable()
     app.manager = ModelManager(settings, app.models)
+    app.metrics = WorkerMetrics()
+    app.lag = LagTracker()
+    app.manager.batch_observer = app.metrics.batch_observer
+    app.metrics.watch(in_flight=app.in_flight, lag=app.lag, models=app.models, ready=app.is_ready)
     app.handler_tasks = set()
+    app.enrichers = {}
+    app.route_topics = {}
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
+    register_enrich_agents(app, settings.enrich_routes)
     _register_health(app)
     return app
+
+
+def _partitions(assigned: object) -> str:
+    """``topic [0, 1], other [3]``: a set of Faust TPs for a log line."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in assigned if isinstance(assigned, set | frozenset) else ():
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(f"{topic} {sorted(parts)}" for topic, parts in sorted(by_topic.items()))
 
 
 def _exit_hard(bound: float) -> None:
@@ -384,8 +454,14 @@ def _register_health(app: KinferApp) -> None:
     @app.page("/ready")
     class Ready(View):
         async def get(self, request: WebRequest) -> WebResponse:
-            ready = app.is_ready()
-            return self.json({"ready": ready}, status=200 if ready else 503)
+            ready, detail = app.readiness()
+            return self.json({"ready": ready, **detail}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: WebRequest) -> WebResponse:
+            body, content_type = render(app.metrics.registry, request.headers.get("Accept"))
+            return self.bytes(body, headers={"Content-Type": content_type})
 
     @app.page("/models")
     class Models(View):

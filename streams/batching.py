@@ -60,6 +60,7 @@ from streams.errors import (
     error_reference,
     is_systemic,
 )
+from streams.observe import BatchObserver
 
 __all__ = ["MicroBatcher"]
 
@@ -112,6 +113,8 @@ class MicroBatcher:
         self._busy_since: dict[object, float] = {}  # model calls running -> when they started
         #: why the model cannot serve any more (a systemic failure), or None
         self.failure: str | None = None
+        #: told about every batch the model computed (the metrics set it; streams.observe)
+        self.observer: BatchObserver | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -391,6 +394,8 @@ class MicroBatcher:
         self._compute_s = elapsed if first else 0.8 * self._compute_s + 0.2 * elapsed
         self.batches_run += 1
         self.inputs_run += size
+        if self.observer is not None:
+            self.observer(size, {"compute_ms": elapsed * 1e3, **timing})  # the model's wins
         offset = 0
         for piece in pieces:
             self._deliver(piece, rows[offset : offset + len(piece)], timing, size)

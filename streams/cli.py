@@ -18,6 +18,8 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from streams.backfill.command import backfill
+from streams.enrich.command import enrich
 from streams.settings import Settings
 
 DEFAULT_PORT = 9092
@@ -53,13 +55,22 @@ def main() -> None:
 @main.command()
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Broker port.")
 @click.option("-l", "--loglevel", default="info", show_default=True, help="Worker log level.")
-def run(port: int, loglevel: str) -> None:
-    """Start the embedded Tansu broker on 127.0.0.1 and a worker serving the model.
+@click.option(
+    "--gateway/--no-gateway",
+    default=True,
+    show_default=True,
+    help="Also run `kinfer gateway` (HTTP and gRPC, KINFER_GATEWAY_HTTP_PORT/GRPC_PORT).",
+)
+def run(port: int, loglevel: str, gateway: bool) -> None:
+    """Start the embedded Tansu broker on 127.0.0.1, a worker serving the model and the gateway.
 
-    Creates the topics, warms the model up, then prints how to send a request with kcat or
-    `kinfer infer`. Ctrl-C stops the worker (after answering what it started) and the broker.
+    Creates the topics, warms the model up, then prints how to send a request with kcat,
+    `kinfer infer` or curl (the Open Inference Protocol gateway, `kinfer gateway`, on
+    127.0.0.1:8000 and :8001). Ctrl-C stops the gateway, the worker (after answering what it
+    started) and the broker.
     """
     from streams.broker import BrokerError, EmbeddedBroker
+    from streams.gateway.process import GatewayProcess, gateway_example
 
     _settings()  # refuse bad settings before starting anything
     broker = EmbeddedBroker(port, silent=True)
@@ -70,9 +81,17 @@ def run(port: int, loglevel: str) -> None:
     os.environ["KINFER_BROKER_URL"] = broker.url
     settings = _settings(broker_url=broker.url)
     click.echo(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.pid}); memory storage")
+    http_port, grpc_port = settings.gateway_http_port, settings.gateway_grpc_port
+    child = GatewayProcess(http_port, grpc_port) if gateway else None
+    example = _example(settings)
+    if child is not None:
+        child.start()
+        example += gateway_example(settings.gateway_host, http_port, grpc_port)
     try:
-        _run_worker(settings, loglevel, on_ready=lambda: click.echo(_example(settings)))
+        _run_worker(settings, loglevel, on_ready=lambda: click.echo(example))
     finally:
+        if child is not None:
+            child.stop()
         broker.stop()
         click.echo("broker stopped")
 
@@ -112,8 +131,8 @@ def worker(
     throughput: they share the work as one consumer group (give each its own --web-port).
 
     --processes N (N > 1) starts N worker processes in one consumer group on this host, the
-    i-th serving /live and /ready on web port + i, and supervises them: SIGTERM or Ctrl-C stops
-    them all gracefully (each answers and commits what it started; killed past
+    i-th serving /live, /ready and /metrics on web port + i, and supervises them: SIGTERM or
+    Ctrl-C stops them all gracefully (each answers and commits what it started; killed past
     KINFER_SHUTDOWN_TIMEOUT_S + 15 s, exit 70); if one dies, the others are stopped and the
     command exits non-zero (nothing is restarted: leave that to systemd or Kubernetes). Give the
     request topic at least N partitions. N = 1 runs the worker in this process.
@@ -137,6 +156,56 @@ def worker(
 
 
 @main.command()
+@click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
+@click.option("--host", help="Address to listen on (KINFER_GATEWAY_HOST, default 127.0.0.1).")
+@click.option(
+    "--http-port", type=click.IntRange(1, 65535), help="HTTP port (KINFER_GATEWAY_HTTP_PORT, 8000)."
+)
+@click.option(
+    "--grpc-port", type=click.IntRange(1, 65535), help="gRPC port (KINFER_GATEWAY_GRPC_PORT, 8001)."
+)
+@click.option("-l", "--loglevel", default="info", show_default=True, help="Log level.")
+def gateway(
+    broker_url: str | None,
+    host: str | None,
+    http_port: int | None,
+    grpc_port: int | None,
+    loglevel: str,
+) -> None:
+    """Serve the Open Inference Protocol v2 (KServe v2, as Triton speaks it) on HTTP and gRPC.
+
+    Each infer call becomes one request on the request topic, answered by the workers on
+    KINFER_GATEWAY_REPLY_TOPIC: the same contract and workers as every Kafka client. Bound to
+    127.0.0.1 unless told otherwise; any other address needs bearer tokens
+    (KINFER_GATEWAY_TOKENS_FILE) or KINFER_GATEWAY_ALLOW_UNAUTHENTICATED=true. SIGTERM or
+    Ctrl-C answers the calls in flight (up to 5 s) and stops. See README, "HTTP and gRPC".
+    """
+    from streams.gateway.auth import TokenFileError
+    from streams.gateway.server import GatewayConfigError, run_gateway
+    from streams.security import SecurityError
+
+    settings = _settings(
+        broker_url=broker_url,
+        gateway_host=host,
+        gateway_http_port=http_port,
+        gateway_grpc_port=grpc_port,
+    )
+    if not logging.getLogger().handlers:
+        from streams.logs import setup_logging
+
+        setup_logging(settings.log_format, loglevel, component="kinfer gateway")
+    try:
+        run_gateway(
+            settings,
+            host=settings.gateway_host,
+            http_port=settings.gateway_http_port,
+            grpc_port=settings.gateway_grpc_port,
+        )
+    except (GatewayConfigError, TokenFileError, SecurityError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--broker", "broker_url", help="Broker URL, e.g. kafka://127.0.0.1:9092.")
 @click.option("--model", default="minilm", show_default=True, help="Model name.")
@@ -151,12 +220,15 @@ def worker(
 def infer(
     texts: tuple[str, ...], broker_url: str | None, model: str, timeout_s: float, encoding: str
 ) -> None:
-    """Send TEXTS as one request and print the answer as JSON."""
-    from streams.client import infer_sync
-    from streams.security import SecurityError
+    """Send TEXTS as one request and print the answer as JSON (exit 1 for an error answer)."""
+    from aiokafka.errors import KafkaError
+
+    from streams.errors import KinferError
+    from streams.sdk import infer_sync
     from streams.wire_encoding import Encoding
 
     settings = _settings(broker_url=broker_url)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error below says it once
     try:
         answer = infer_sync(
             settings.bootstrap_servers,
@@ -168,11 +240,17 @@ def infer(
             encoding=cast(Encoding, encoding),
             security=_security(settings),
         )
-    except SecurityError as exc:
+    except KinferError as exc:  # security, a missing topic, no answer in time
         raise click.ClickException(str(exc)) from None
+    except KafkaError as exc:  # the broker cannot be reached
+        raise click.ClickException(f"Kafka at {settings.bootstrap_servers}: {exc}") from None
     click.echo(orjson.dumps(answer).decode())
     if "error" in answer:
         sys.exit(1)
+
+
+main.add_command(backfill)
+main.add_command(enrich)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -234,14 +312,20 @@ def _run_worker(settings: Settings, loglevel: str, on_ready: Any = None) -> None
             if on_ready is not None:
                 on_ready()
 
+    from streams.logs import setup_logging
+
     _security(settings)  # a missing TLS file or password file: a clear error, no traceback
+    if settings.enrich_routes:  # a missing source or model: a clear error, before any warm-up
+        from streams.enrich.command import check_routes_first
+
+        check_routes_first(settings)
+    # our handler, format and filters (KINFER_LOG_FORMAT), before JAX or Faust log anything
+    setup_logging(settings.log_format, loglevel, component="kinfer worker")
     app = create_app(settings)
     logging.getLogger("faust").setLevel(loglevel.upper())
-    Worker(
-        app,
-        loglevel=loglevel,
-        redirect_stdouts=False,
-    ).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None  # it would print " OK ^" on start-up
+    worker.execute_from_commandline()
 
 
 def _supervise_workers(settings: Settings, loglevel: str) -> int:
@@ -250,9 +334,9 @@ def _supervise_workers(settings: Settings, loglevel: str) -> int:
     from streams.processes import Supervisor, child_envs, worker_command
 
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=loglevel.upper(), format="[%(asctime)s] [kinfer supervisor] %(message)s"
-        )
+        from streams.logs import setup_logging
+
+        setup_logging(settings.log_format, loglevel, component="kinfer supervisor")
     try:
         envs = child_envs(settings, settings.processes)
     except ValueError as exc:
@@ -285,6 +369,8 @@ Send a request and read its answer with kcat (librdkafka 2.16 from the confluent
 or with plain kcat: LD_LIBRARY_PATH={lib} kcat -b {settings.bootstrap_servers} ...
 or in one step:
   kinfer infer "Kafka meets JAX"
+Every model and version of the repository is served (`kinfer models` lists them):
+  kinfer eval digits        # the digit classifier's test split through Kafka
 Ctrl-C stops the worker and the broker.
 """
 

@@ -12,7 +12,8 @@ version; without it the model's default answers. Every answer names the version 
 it.
 
 Answer, on the topic named by the ``reply-to`` header or else the default response topic, with
-the request's Kafka key, its ``id`` echoed, and its ``x-request-id`` and other ``x-`` headers::
+the request's Kafka key, its ``id`` echoed, and its ``x-request-id`` and other ``x-`` headers and
+its W3C Trace Context (``traceparent``, ``tracestate``)::
 
     {"id": "r1", "model": "minilm", "version": "...", "outputs": [[...384 floats...]],
      "timing": {"queue_ms": .., "tokenize_ms": .., "compute_ms": .., "total_ms": .., ...}}
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 REPLY_TO_HEADER = "reply-to"
 REQUEST_ID_HEADER = "x-request-id"
 ECHO_HEADER_PREFIX = "x-"
+#: W3C Trace Context headers (OpenTelemetry's propagation), echoed as they are
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 CONTENT_TYPE = ("content-type", b"application/json")
 MAX_ID_CHARS = 256
 
@@ -141,6 +144,9 @@ def route_for(
     ``streams.replyto``) refuses, is not followed: the answer goes to the default topic, and
     decoding reports it as an ``INVALID_REQUEST``. So does every ``reply-to`` of a message that
     carries a refused one. Without ``reply_to`` any legal name is followed.
+
+    The route echoes the request's ``x-`` headers and its ``traceparent`` and ``tracestate``
+    (W3C Trace Context), so an answer joins its request's trace.
     """
     topic = default_topic
     refused = False
@@ -153,7 +159,7 @@ def route_for(
                 topic = candidate
             else:
                 refused = True
-        elif lowered.startswith(ECHO_HEADER_PREFIX):
+        elif lowered.startswith(ECHO_HEADER_PREFIX) or lowered in TRACE_HEADERS:
             echoed.append((name, value))
     return Route(topic=default_topic if refused else topic, key=key, headers=tuple(echoed))
 

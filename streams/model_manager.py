@@ -23,10 +23,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.compiles import expected as expected_compiles
 from streams.batching import MicroBatcher
 from streams.contract import Limits
 from streams.errors import KinferError
@@ -37,6 +39,7 @@ from streams.model_io import (
     TextInputs,
 )
 from streams.model_table import ModelTable, ServedVersion, State, VersionStatus
+from streams.observe import BatchObserver
 from streams.serving import ServedClassifier, ServedRunner, load_runner, runner_config
 from streams.settings import Settings
 
@@ -91,6 +94,8 @@ class ModelManager:
         self._failed: dict[tuple[str, str], float] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._background: asyncio.Task[None] | None = None
+        #: (name, version) -> the observer of that version's batches (the metrics set it)
+        self.batch_observer: Callable[[str, str], BatchObserver] | None = None
 
     @property
     def repository(self) -> Path:
@@ -247,6 +252,7 @@ class ModelManager:
         )
         return None
 
+    @expected_compiles()  # loading and warm-up compile; nothing else may (models/compiles.py)
     def _build(self, folder: ModelFolder, status: VersionStatus) -> ServedVersion:
         """Build and warm ``folder``'s model (blocking, off the loop)."""
         from models import deployment
@@ -324,6 +330,8 @@ class ModelManager:
 
     def _route(self, served: ServedVersion) -> None:
         """Start the version's batcher (on the loop) and route requests to it."""
+        if self.batch_observer is not None:
+            served.batcher.observer = self.batch_observer(served.name, served.version)
         served.batcher.start()
         self.table.add(served)
 

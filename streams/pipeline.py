@@ -4,7 +4,7 @@ Independent of Faust: the agent hands over an :class:`Inbound` and acks the Kafk
 once :meth:`RequestPipeline.handle` has returned, which happens only after every record it
 publishes has been acknowledged by the broker.
 
-Publishing:
+Publishing (the retry loop is `streams.delivery.Deliverer`, shared with enrichment):
 
 - A retriable failure (connection, leader change, timeout) is retried with backoff, never
   dropped: the message stays unacked, so uncommitted, until its records are delivered.
@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from streams import contract
 from streams.batch_jobs import BatchResult, describe
 from streams.contract import Headers, JsonId, Limits, Request, Route
+from streams.delivery import Deliverer
 from streams.errors import (
     AnswerTooLarge,
     InternalError,
@@ -44,8 +45,10 @@ from streams.errors import (
     WorkerUnhealthy,
     error_reference,
 )
+from streams.logs import REQUEST_ID
 from streams.model_table import ModelTable, ServedVersion
-from streams.publisher import error_name, is_permanent, is_too_large, is_unknown_topic, record_bytes
+from streams.observe import NO_OBSERVER, OK, AnswerObserver
+from streams.publisher import error_name, is_too_large, record_bytes
 from streams.records import Inbound, Outbound, dead_letter
 from streams.replyto import ReplyToPolicy
 
@@ -86,6 +89,11 @@ class Prepared:
     payload: Any = None
     #: (topic, partition, model): answers keep their order within it
     lane: tuple[str, int, str] = ("", 0, "")
+    #: for the metrics: the answer's code ("OK" or the error code), the batcher's queue wait,
+    #: and the code of the dead letter published for it
+    code: str = ""
+    queue_ms: float | None = None
+    dead_letter_code: str | None = None
 
     @property
     def weight(self) -> int:
@@ -109,18 +117,23 @@ class RequestPipeline:
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.perf_counter,
+        observer: AnswerObserver = NO_OBSERVER,
     ) -> None:
         self._models = models
+        self._observer = observer
         self._publisher = publisher
         self._default_topic = default_topic
         self._dead_letter_topic = dead_letter_topic
-        self._own_topics = frozenset({default_topic, dead_letter_topic})
         self._limits = limits
         self._reply_to = reply_to  # the reply-to allow-list (None: any legal topic name)
         self._max_answer_bytes = max_answer_bytes
-        self._backoff = retry_backoff_s
-        self._sleep = sleep
         self._clock = clock
+        self._deliverer = Deliverer(
+            self._send,
+            own_topics=(default_topic, dead_letter_topic),
+            retry_backoff_s=retry_backoff_s,
+            sleep=sleep,
+        )
         #: (topic, partition) -> model ("" for none) -> the turn of its latest message
         self._tails: dict[tuple[str, int], dict[str, asyncio.Future[None]]] = {}
         self.answered = 0
@@ -182,17 +195,33 @@ class RequestPipeline:
         partition's later messages then raise it too, so none is answered out of order.
         """
         failed: WorkerUnhealthy | None = None
+        # every log line about this request carries its id (streams.logs)
+        context = REQUEST_ID.set(prepared.request.id if prepared.request is not None else None)
         try:
             answer = await self._answer(prepared)
             for previous in prepared.previous:
                 await asyncio.shield(previous)
             await self._deliver(prepared, answer)
+            self._observe(prepared)
         except WorkerUnhealthy as exc:
             failed = exc
             raise
         finally:
             self._pass_turn(prepared, failed)
             self._release(prepared)
+            REQUEST_ID.reset(context)
+
+    def _observe(self, prepared: Prepared) -> None:
+        served, request = prepared.served, prepared.request
+        self._observer.answered(
+            model=served.name if served is not None else "",
+            version=served.version if served is not None else "",
+            code=prepared.code,
+            inputs=len(request.inputs) if request is not None else 0,
+            kafka_timestamp=prepared.inbound.timestamp,
+            queue_ms=prepared.queue_ms,
+            dead_letter_code=prepared.dead_letter_code,
+        )
 
     def _pass_turn(self, prepared: Prepared, failed: WorkerUnhealthy | None) -> None:
         turn = prepared.turn
@@ -232,6 +261,7 @@ class RequestPipeline:
                     size = record_bytes(inbound.key, value, route.headers)
                     if size <= self._max_answer_bytes:
                         self.answered += 1
+                        prepared.code, prepared.queue_ms = OK, result.timing.get("queue_ms")
                         return [Outbound(route.topic, value, route.headers, "result")]
                     # a broker would refuse it for good: answer with an error instead
                     error = AnswerTooLarge(size, self._max_answer_bytes)
@@ -259,6 +289,7 @@ class RequestPipeline:
         self, prepared: Prepared, topic: str, error: RequestError, *, dead_letter: bool
     ) -> list[Outbound]:
         self.errors += 1
+        prepared.code = error.code.value
         value = contract.encode_error(self._request_id(prepared), error)
         headers = prepared.route.headers
         if record_bytes(prepared.inbound.key, value, headers) > self._max_answer_bytes:
@@ -266,6 +297,7 @@ class RequestPipeline:
         records = [Outbound(topic, value, headers, "error")]
         if dead_letter:
             self.dead_lettered += 1
+            prepared.dead_letter_code = error.code.value
             records.append(self._dead_letter(prepared.inbound, error))
         return records
 
@@ -275,50 +307,14 @@ class RequestPipeline:
     # --- publishing -----------------------------------------------------------------------
     async def _deliver(self, prepared: Prepared, records: list[Outbound]) -> None:
         """Publish ``records`` until each, or what stands in for it, is delivered."""
-        key = prepared.inbound.key
-        dead_lettered = any(record.kind == "dead-letter" for record in records)
-        pending = records
-        attempt = 0
-        while pending:
-            failed: list[tuple[Outbound, Exception]] = []
-            sent: list[tuple[Outbound, Awaitable[object]]] = []
-            for record in pending:
-                try:
-                    delivery = await self._publisher.publish(
-                        record.topic, key, record.value, record.headers
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failed.append((record, exc))
-                else:
-                    sent.append((record, delivery))
-            for record, delivery in sent:
-                try:
-                    await delivery
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failed.append((record, exc))
-            pending = []
-            retried: tuple[Exception, str] | None = None
-            for record, error in failed:
-                if self._refused_for_good(record, error):
-                    instead = self._instead_of(prepared, record, error, dead_lettered)
-                    dead_lettered = dead_lettered or any(r.kind == "dead-letter" for r in instead)
-                    pending += instead
-                else:
-                    pending.append(record)
-                    retried = (error, record.topic)
-            if retried is not None:
-                attempt += 1
-                await self._backoff_after(retried[0], attempt, retried[1])
 
-    def _refused_for_good(self, record: Outbound, exc: Exception) -> bool:
-        # kinfer's own topics come back: the topic watch re-creates them (broker restart)
-        if record.topic in self._own_topics and is_unknown_topic(exc):
-            return False
-        return is_permanent(exc)
+        def instead(record: Outbound, exc: Exception, dead_lettered: bool) -> list[Outbound]:
+            return self._instead_of(prepared, record, exc, dead_lettered)
+
+        await self._deliverer.deliver(prepared.inbound.key, records, instead)
+
+    def _send(self, record: Outbound, key: bytes | None) -> Awaitable[Awaitable[object]]:
+        return self._publisher.publish(record.topic, key, record.value, record.headers)
 
     def _instead_of(
         self, prepared: Prepared, record: Outbound, exc: Exception, dead_lettered: bool
@@ -357,15 +353,3 @@ class RequestPipeline:
         )
         log.error("%s", self.failure)
         raise WorkerUnhealthy(self.failure)
-
-    async def _backoff_after(self, exc: Exception, attempt: int, topic: str) -> None:
-        first, cap = self._backoff
-        delay = min(cap, first * 2 ** (attempt - 1))
-        log.warning(
-            "publishing to %s failed (attempt %d, retrying in %.1fs): %r",
-            topic,
-            attempt,
-            delay,
-            exc,
-        )
-        await self._sleep(delay)

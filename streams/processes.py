@@ -15,7 +15,9 @@ already (jaxlib refuses to start with both the current and the deprecated name).
 
 **The supervisor** (``Supervisor``) starts N child workers, each ``python -m streams.cli worker``
 with ``KINFER_WEB_PORT`` = web_port + i and ``KINFER_PROCESSES=1``, and then only watches them.
-Its rules are few, so that they are predictable:
+Each child serves its own ``/live``, ``/ready`` and ``/metrics`` on its port: Prometheus scrapes
+every child as a target of its own (its metrics are its process's, with no multiprocess
+aggregation), and sums across them in queries. Its rules are few, so that they are predictable:
 
 - SIGTERM or SIGINT to the supervisor sends SIGTERM to every child once (each then stops
   gracefully: it answers what it started and commits); the supervisor waits for them all, at most

@@ -131,14 +131,25 @@ class FaustPublisher:
         self._metadata_wait_s = metadata_wait_s
 
     async def publish(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        *,
+        partition: int | None = None,
+        timestamp: float | None = None,
     ) -> Awaitable[object]:
-        """Hand one record to the producer; await the result for its delivery."""
+        """Hand one record to the producer; await the result for its delivery.
+
+        ``partition`` None lets the producer's partitioner pick it from the key; ``timestamp``
+        (epoch seconds) None stamps the record with the time it is produced.
+        """
         producer = self._app.producer
         try:
             async with asyncio.timeout(self._metadata_wait_s):
                 delivery: Awaitable[object] = await producer.send(
-                    topic, key, value, None, None, list(headers)
+                    topic, key, value, partition, timestamp, list(headers)
                 )
         except TimeoutError:
             if _topic_known(producer, topic) is False:

@@ -42,6 +42,10 @@ class Outbound:
     value: bytes
     headers: Headers
     kind: RecordKind
+    #: the partition to write to; None: the producer's partitioner picks it from the key
+    partition: int | None = None
+    #: the record's timestamp (epoch seconds); None: the time it is produced
+    timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

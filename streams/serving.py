@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.compiles import expected as expected_compiles
 from streams.batch_model import Prepared
 from streams.settings import Settings
 
@@ -167,6 +168,7 @@ def runner_config(settings: Settings) -> object:
     )
 
 
+@expected_compiles()  # loading and warm-up compile; nothing else may (models/compiles.py)
 def load_runner(settings: Settings) -> ServedRunner:
     """Load the served model and compile every shape bucket (blocking: call off the loop)."""
     from models import registry

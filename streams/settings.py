@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streams.enrich.route import EnrichRoute, RouteError, check_routes
+
 IntTuple = Annotated[tuple[int, ...], NoDecode]
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 
@@ -222,6 +224,19 @@ class Settings(BaseSettings):
         "than this: a hung model or device. It also fails, whatever this says, once the worker "
         "cannot serve (a systemic model failure, its own topics refusing its answers).",
     )
+    consumer_stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="/ready fails while a request partition the worker owns has requests "
+        "waiting (lag > 0) and its committed offset has not moved for this long: the consumer "
+        "is stalled (streams/lag.py).",
+    )
+    # --- logs -----------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines of the worker, gateway and supervisor: 'text', or 'json' (one "
+        "object per line: time, level, logger, message, request_id...; streams/logs.py).",
+    )
     # --- gateway (Open Inference Protocol over HTTP and gRPC: streams/gateway/) ------------
     gateway_host: str = Field(
         "127.0.0.1",
@@ -309,6 +324,23 @@ class Settings(BaseSettings):
         "naming another topic is answered INVALID_REQUEST on the response topic and "
         "dead-lettered.",
     )
+    # --- enrichment routes (streams/enrich/) ----------------------------------------------
+    enrich_routes: tuple[EnrichRoute, ...] = Field(
+        (),
+        description="Enrichment routes this worker serves beside its request topic: a JSON "
+        "list of objects with source, sink, model and text (a field path such as $.note), and "
+        "optionally id, version, output_field, dlq and encoding (README, 'Enrich your own "
+        "events'). `kinfer enrich` serves its one route instead of these.",
+    )
+
+    @model_validator(mode="after")
+    def _routes_consistent(self) -> Settings:
+        own = {self.request_topic, self.response_topic, self.dead_letter_topic}
+        try:
+            check_routes(self.enrich_routes, own)
+        except RouteError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("reply_to_pattern")
     @classmethod

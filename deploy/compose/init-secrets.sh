@@ -1,14 +1,24 @@
 #!/bin/sh
 # Secrets of the compose stack, made once into $1 (default /secrets; compose mounts deploy/.secrets):
 # a CA, Kafka's certificate (kafka, localhost, 127.0.0.1), random SASL passwords for the users
-# "admin" (the broker itself, topic-init) and "kinfer" (the workers), Kafka's JAAS file and a
-# client.properties for Kafka's command-line tools. Existing files are kept, so a restart keeps
+# "admin" (the broker itself, topic-init) and "kinfer" (the workers), Kafka's JAAS file, a
+# client.properties for Kafka's command-line tools, and the gateway's bearer token
+# (gateway.token, and gateway-tokens.json for KINFER_GATEWAY_TOKENS_FILE). Existing files are kept, so a restart keeps
 # its passwords. Development only: the files are readable by every user (the Kafka and kinfer
 # containers run as different uids); use Kubernetes secrets in production.
 set -eu
 out="${1:-/secrets}"
 mkdir -p "$out"
 cd "$out"
+# the gateway's bearer token (KINFER_GATEWAY_TOKENS_FILE): made on its own, so that a stack
+# made before the gateway existed gets one too
+if [ ! -s gateway-tokens.json ]; then
+  umask 022
+  openssl rand -hex 24 > gateway.token
+  printf '{"tokens": [{"name": "compose", "token": "%s", "models": ["*"]}]}\n' \
+    "$(cat gateway.token)" > gateway-tokens.json
+  chmod 644 gateway.token gateway-tokens.json
+fi
 if [ -s client.properties ]; then
   echo "secrets already in $out: kept"
   exit 0

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -46,7 +46,10 @@ class WorkerProcess:
         *,
         log_path: Path | None = None,
         ready_timeout_s: float = 120.0,
+        command: Sequence[str] = ("worker",),
     ) -> None:
+        """``command``: the ``kinfer`` subcommand and its arguments (``enrich --source ...``)."""
+        self.command = tuple(command)
         self.web_port = free_port()
         env = dict(os.environ)
         env.update(TEST_SETTINGS)
@@ -76,7 +79,7 @@ class WorkerProcess:
         """Start the worker; with ``wait``, return once ``/ready`` answers 200."""
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+            [sys.executable, "-m", "streams.cli", *self.command, "-l", "info"],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -177,19 +177,27 @@ def test_illegal_reply_to_is_rejected_and_not_followed() -> None:
     assert contract.route_for(headers, b"k", "default").topic == "default"
 
 
-def test_route_follows_reply_to_and_echoes_x_headers() -> None:
+def test_route_follows_reply_to_and_echoes_x_and_trace_context_headers() -> None:
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     headers = (
         ("reply-to", b"answers.mine"),
         ("x-request-id", b"abc"),
         ("X-Tenant", b"t1"),
-        ("traceparent", b"00-1"),
+        ("traceparent", traceparent),
+        ("tracestate", b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        ("baggage", b"user=1"),
+        ("other", b"no"),
     )
     route = contract.route_for(headers, b"key-1", "default")
     assert route.topic == "answers.mine"
     assert route.key == b"key-1"
-    assert ("x-request-id", b"abc") in route.headers
-    assert ("X-Tenant", b"t1") in route.headers
-    assert all(name != "traceparent" and name != "reply-to" for name, _ in route.headers)
+    assert route.headers == (
+        contract.CONTENT_TYPE,
+        ("x-request-id", b"abc"),
+        ("X-Tenant", b"t1"),
+        ("traceparent", traceparent),
+        ("tracestate", b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+    ), "x- and W3C Trace Context headers, in their order; not reply-to nor the others"
 
 
 def test_every_error_code_encodes_with_its_code() -> None:

@@ -36,7 +36,14 @@ CURRENT_APIS = {
     "kafka.strimzi.io/v1",
     "kustomize.config.k8s.io/v1beta1",
 }
-CORE_KINDS = {"ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
+CORE_KINDS = {
+    "ConfigMap",
+    "Secret",
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+}
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "KafkaTopic", "KafkaUser", "Kustomization"}
 #: the worker gives itself this much beyond KINFER_SHUTDOWN_TIMEOUT_S, then exits 70; a
 #: supervisor of several processes adds 5 s more (streams/cli.py)
@@ -114,8 +121,9 @@ def test_kustomizations_name_files_that_exist_and_leave_none_out() -> None:
             assert target.exists(), f"{kustomization}: {resource} does not exist"
             listed.add(target)
     every = {p.resolve() for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"}
-    # the Secret is created by hand (its file has placeholders): applying it must not clobber it
-    assert every - listed == {(K8S / "base" / "secret.yaml").resolve()}
+    # the Secrets are created by hand (their files have placeholders): applying must not clobber
+    by_hand = {(K8S / "base" / name).resolve() for name in ("secret.yaml", "gateway-tokens.yaml")}
+    assert every - listed == by_hand
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -126,7 +134,7 @@ def test_the_worker_settings_are_valid_kinfer_settings(variant: str) -> None:
     assert settings.ssl_cafile
     assert settings.partitions == TOPICS[settings.request_topic]["spec"]["partitions"]
     if variant == "gpu":
-        assert settings.dtype == "bfloat16"
+        assert settings.models == ("minilm:0.1.0-bf16", "digits")  # the bf16 version
         assert settings.processes > 1
 
 
@@ -245,6 +253,7 @@ def test_strimzi_topics_and_user_match_the_worker() -> None:
         settings.request_topic,
         settings.response_topic,
         settings.dead_letter_topic,
+        settings.gateway_reply_topic,
     }
     for topic in TOPICS.values():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "kinfer"
@@ -285,12 +294,16 @@ INIT_SECRETS = (DEPLOY / "compose" / "init-secrets.sh").read_text()
 
 
 def test_compose_services_start_in_order() -> None:
-    assert set(SERVICES) == {"secrets", "kafka", "topic-init", "worker-1", "worker-2"}
+    assert set(SERVICES) == {
+        *("secrets", "kafka", "topic-init", "worker-1", "worker-2", "gateway"),
+        *("prometheus", "grafana"),
+    }
     needs = {
         "kafka": ("secrets", "service_completed_successfully"),
         "topic-init": ("kafka", "service_healthy"),
         "worker-1": ("topic-init", "service_completed_successfully"),
         "worker-2": ("topic-init", "service_completed_successfully"),
+        "grafana": ("prometheus", "service_started"),
     }
     for service, (dependency, condition) in needs.items():
         assert SERVICES[service]["depends_on"] == {dependency: {"condition": condition}}
@@ -380,6 +393,43 @@ def test_init_secrets_makes_a_ca_kafkas_certificate_and_keeps_them(tmp_path: Pat
     assert (tmp_path / "kinfer.password").read_text().strip() == password, "kept on a re-run"
 
 
+def test_prometheus_scrapes_every_worker_and_the_gateway_where_they_serve_metrics() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = {
+        name: {t for sc in job["static_configs"] for t in sc["targets"]}
+        for name, job in jobs.items()
+    }
+    workers = {n for n, s in SERVICES.items() if s.get("build", {}).get("dockerfile")}
+    assert workers == {"worker-1", "worker-2"}
+    expected = {f"{n}:{as_settings(SERVICES[n]['environment']).web_port}" for n in workers}
+    assert targets["kinfer-worker"] == expected
+    gateway = SERVICES["gateway"]["environment"]
+    assert targets["kinfer-gateway"] == {f"gateway:{gateway['KINFER_GATEWAY_HTTP_PORT']}"}
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in jobs.values())
+    mount = "./prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mount in SERVICES["prometheus"]["volumes"]
+
+
+def test_grafana_provisions_prometheus_and_the_dashboard_it_mounts() -> None:
+    grafana = SERVICES["grafana"]
+    mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in grafana["volumes"])
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    dashboard_file = mounts["./grafana/kinfer-dashboard.json"]
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert "127.0.0.1:9090:9090" in SERVICES["prometheus"]["ports"]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "kinfer.yaml").read_text())[
+        "providers"
+    ]
+    assert str(PurePosixPath(dashboard_file).parent) == provider["options"]["path"]
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == dashboard_file
+
+
 # -- Dockerfiles -----------------------------------------------------------------------------------
 
 DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
@@ -415,4 +465,4 @@ def test_dockerfile_follows_kinfers_rules(name: str) -> None:
     assert "KINFER_WEB_HOST=0.0.0.0" in text
     if name.endswith(".cuda"):
         assert "jax[cuda12]" in text
-        assert "KINFER_DTYPE=bfloat16" in text
+        assert "KINFER_MODELS=minilm:0.1.0-bf16,digits" in text

@@ -172,8 +172,9 @@ def test_kinfer_models_lists_good_folders_and_names_the_bad_file(tmp_path: Path)
     (broken / "model.safetensors").write_bytes(b"tampered")
     result = CliRunner().invoke(main, ["models", "--repository", str(tmp_path)])
     assert result.exit_code == 1
-    assert "digits 1: digits-cnn, image-classification, float32, batch [1, 4, 16]: valid" in (
-        result.output
+    assert (
+        "digits 1 (default): digits-cnn, image-classification, float32, batch [1, 4, 16]: valid"
+        in (result.output)
     )
     assert "failed: sha256" in result.output
     assert "digits/2/model.safetensors" in result.output

@@ -346,16 +346,19 @@ def test_every_kafka_client_kinfer_makes_is_handed_the_security_settings() -> No
         "Consumer",
     }
     found = []
-    for path in sorted((Path(__file__).resolve().parents[2] / "streams").glob("*.py")):
+    root = Path(__file__).resolve().parents[2] / "streams"
+    for path in sorted(root.rglob("*.py")):
+        if "_pb2" in path.name:  # generated gRPC code
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if name in clients:
-                found.append(f"{path.name}:{node.lineno}")
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                found.append(where)
                 assert any(k.arg is None for k in node.keywords), (
-                    f"{path.name}:{node.lineno}: {name}(...) without the security settings "
-                    "(**security.aiokafka())"
+                    f"{where}: {name}(...) without the security settings (**security.aiokafka())"
                 )
     assert len(found) >= 4, found  # admin (2), topic watch, SDK producer and consumer
