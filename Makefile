@@ -36,8 +36,11 @@ kcat:  ## install Debian's kcat when missing (needs root; kcat tests skip withou
 run: install  ## embedded broker + worker serving all-MiniLM-L6-v2 (Ctrl-C stops both)
 	$(BIN)/kinfer run
 
+# test files run in TEST_PROCESSES processes, a file (and its module-scoped worker) each
+TEST_PROCESSES ?= 2
+
 test: install lint typecheck  ## lint, type-check and the whole test suite (unit + broker tiers)
-	$(BIN)/pytest -m 'not slow' --durations=15
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m 'not slow' --durations=15
 
 unit: install  ## the fast tier only
 	$(BIN)/pytest -m 'not broker and not slow'
