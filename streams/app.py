@@ -40,26 +40,23 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any
 
 import faust
-from faust.web import Request as WebRequest
-from faust.web import Response as WebResponse
-from faust.web import View
 
 from models import compiles
 from streams.admin import ensure_topics
 from streams.agents import register_agent
+from streams.app_web import register_pages, reload_on_sighup
 from streams.consumer import consumer_class
 from streams.enrich.agents import register_enrich_agents, start_routes
 from streams.enrich.pipeline import EnrichPipeline
 from streams.flow import InFlightLimit
 from streams.lag import LagTracker, watch_lag
 from streams.logs import banner
-from streams.metrics import WorkerMetrics, render
+from streams.metrics import WorkerMetrics
 from streams.model_manager import ModelManager, request_limits
 from streams.model_table import ModelTable
 from streams.pipeline import RequestPipeline
@@ -168,7 +165,7 @@ class KinferApp(faust.App):
             self._model_watch = asyncio.create_task(
                 self.manager.watch(settings.model_watch_interval_s), name="kinfer-model-watch"
             )
-        _reload_on_sighup(self)
+        reload_on_sighup(self)
         self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
         self._lag_watch = asyncio.create_task(
             watch_lag(lambda: self.consumer, settings.request_topic, self.lag),
@@ -411,7 +408,7 @@ def create_app(settings: Settings | None = None) -> KinferApp:
     app.on_partitions_assigned.connect(app._mark_ready)  # type: ignore[arg-type]
     register_agent(app, settings)
     register_enrich_agents(app, settings.enrich_routes)
-    _register_health(app)
+    register_pages(app)
     return app
 
 
@@ -427,52 +424,6 @@ def _exit_hard(bound: float) -> None:
     log.error("graceful stop overran %.1fs: exiting hard", bound)
     logging.shutdown()
     os._exit(EXIT_SHUTDOWN_OVERRUN)
-
-
-def _reload_on_sighup(app: KinferApp) -> None:
-    """SIGHUP reconciles the model repository (where this loop may install signal handlers)."""
-
-    def reload() -> None:
-        log.info("SIGHUP: reloading the model repository")
-        task = asyncio.ensure_future(app.manager.reconcile())
-        reloads.add(task)  # keep a reference until it is done
-        task.add_done_callback(reloads.discard)
-
-    reloads: set[asyncio.Future[Any]] = set()
-
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
-
-
-def _register_health(app: KinferApp) -> None:
-    @app.page("/live")
-    class Live(View):
-        async def get(self, request: WebRequest) -> WebResponse:
-            live, detail = app.liveness()
-            return self.json({"live": live, **detail}, status=200 if live else 503)
-
-    @app.page("/ready")
-    class Ready(View):
-        async def get(self, request: WebRequest) -> WebResponse:
-            ready, detail = app.readiness()
-            return self.json({"ready": ready, **detail}, status=200 if ready else 503)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: WebRequest) -> WebResponse:
-            body, content_type = render(app.metrics.registry, request.headers.get("Accept"))
-            return self.bytes(body, headers={"Content-Type": content_type})
-
-    @app.page("/models")
-    class Models(View):
-        async def get(self, request: WebRequest) -> WebResponse:
-            return self.json({"models": [s.as_json() for s in app.models.describe()]})
-
-    @app.page("/models/reload")
-    class Reload(View):
-        async def post(self, request: WebRequest) -> WebResponse:
-            report = await app.manager.reconcile()
-            return self.json(report.as_json(), status=200)
 
 
 def __getattr__(name: str) -> KinferApp:
