@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +51,7 @@ from streams.observe import NO_OBSERVER, OK, AnswerObserver
 from streams.publisher import error_name, is_too_large, record_bytes
 from streams.records import Inbound, Outbound, dead_letter
 from streams.replyto import ReplyToPolicy
+from streams.turns import Turn, TurnOrder
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,8 @@ class Prepared:
     route: Route
     request: Request | None
     error: RequestError | None
-    turn: asyncio.Future[None]
-    previous: Sequence[asyncio.Future[None]]
+    #: its place in the partition's order (lane: its model; answers keep their order within it)
+    turn: Turn
     #: when the worker took it (the pipeline's clock): the start of its ``total_ms``
     arrived: float = 0.0
     #: estimated tokens of its inputs (the in-flight limit's second measure)
@@ -87,8 +88,6 @@ class Prepared:
     served: ServedVersion | None = None
     #: its inputs as the version's batcher takes them
     payload: Any = None
-    #: (topic, partition, model): answers keep their order within it
-    lane: tuple[str, int, str] = ("", 0, "")
     #: for the metrics: the answer's code ("OK" or the error code), the batcher's queue wait,
     #: and the code of the dead letter published for it
     code: str = ""
@@ -134,8 +133,7 @@ class RequestPipeline:
             retry_backoff_s=retry_backoff_s,
             sleep=sleep,
         )
-        #: (topic, partition) -> model ("" for none) -> the turn of its latest message
-        self._tails: dict[tuple[str, int], dict[str, asyncio.Future[None]]] = {}
+        self._order = TurnOrder()
         self.answered = 0
         self.errors = 0
         self.dead_lettered = 0
@@ -165,21 +163,14 @@ class RequestPipeline:
             error = exc
         if served is not None:
             served.hold()
-        lane = (inbound.topic, inbound.partition, served.name if served is not None else "")
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        tails = self._tails.setdefault((inbound.topic, inbound.partition), {})
-        if served is None:  # after every model's earlier messages
-            previous = list(tails.values())
-        else:  # after its model's earlier message, and an earlier model-less one
-            previous = [tail for model in (lane[2], "") if (tail := tails.get(model)) is not None]
-        tails[lane[2]] = turn
-        return Prepared(
-            inbound, route, request, error, turn, previous, arrived, tokens, served, payload, lane
-        )
+        # a message that reaches no model follows every model's earlier messages
+        lane = served.name if served is not None else ""
+        turn = self._order.take(inbound.topic, inbound.partition, lane)
+        return Prepared(inbound, route, request, error, turn, arrived, tokens, served, payload)
 
     def abandon(self, prepared: Prepared) -> None:
         """Give up a prepared message without answering it (it stays uncommitted)."""
-        self._pass_turn(prepared, None)
+        self._order.pass_turn(prepared.turn)
         self._release(prepared)
 
     @staticmethod
@@ -199,15 +190,14 @@ class RequestPipeline:
         context = REQUEST_ID.set(prepared.request.id if prepared.request is not None else None)
         try:
             answer = await self._answer(prepared)
-            for previous in prepared.previous:
-                await asyncio.shield(previous)
+            await prepared.turn.wait_previous()
             await self._deliver(prepared, answer)
             self._observe(prepared)
         except WorkerUnhealthy as exc:
             failed = exc
             raise
         finally:
-            self._pass_turn(prepared, failed)
+            self._order.pass_turn(prepared.turn, failed)
             self._release(prepared)
             REQUEST_ID.reset(context)
 
@@ -222,21 +212,6 @@ class RequestPipeline:
             queue_ms=prepared.queue_ms,
             dead_letter_code=prepared.dead_letter_code,
         )
-
-    def _pass_turn(self, prepared: Prepared, failed: WorkerUnhealthy | None) -> None:
-        turn = prepared.turn
-        if not turn.done():
-            if failed is None:
-                turn.set_result(None)  # the next message of this partition may publish
-            else:
-                turn.set_exception(WorkerUnhealthy(failed.reason))
-                turn.exception()  # retrieved: a partition with no next message logs nothing
-        topic, partition, model = prepared.lane
-        tails = self._tails.get((topic, partition))
-        if tails is not None and tails.get(model) is turn:
-            del tails[model]
-            if not tails:
-                del self._tails[(topic, partition)]
 
     # --- the answer -----------------------------------------------------------------------
     async def _answer(self, prepared: Prepared) -> list[Outbound]:

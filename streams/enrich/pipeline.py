@@ -52,6 +52,7 @@ from streams.errors import (
 from streams.model_table import ModelTable, ServedVersion
 from streams.publisher import error_name, is_too_large, record_bytes
 from streams.records import Inbound, Outbound
+from streams.turns import Turn, TurnOrder
 
 __all__ = ["EnrichPipeline", "PlacedPublisher", "PreparedEvent"]
 
@@ -80,9 +81,8 @@ class PreparedEvent:
     """An event read in consumption order, waiting for its prediction."""
 
     inbound: Inbound
-    turn: asyncio.Future[None]
-    #: the turn of the previous event of its source partition (None: it is the first)
-    previous: asyncio.Future[None] | None
+    #: its place in its source partition's order
+    turn: Turn
     event: Event | None = None
     #: the field its prediction goes under (the route's, or its model's default)
     output_field: str = ""
@@ -128,8 +128,7 @@ class EnrichPipeline:
             retry_backoff_s=retry_backoff_s,
             sleep=sleep,
         )
-        #: (topic, partition) -> the turn of its latest event
-        self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._order = TurnOrder()
         self.enriched = 0
         self.dead_lettered = 0
         #: why the route cannot publish any more (its own topics refuse it), or None
@@ -137,10 +136,7 @@ class EnrichPipeline:
 
     def prepare(self, inbound: Inbound) -> PreparedEvent:
         """Read an event; call in consumption order (it fixes the order of the records)."""
-        lane = (inbound.topic, inbound.partition)
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        prepared = PreparedEvent(inbound, turn, self._tails.get(lane))
-        self._tails[lane] = turn
+        prepared = PreparedEvent(inbound, self._order.take(inbound.topic, inbound.partition))
         route = self.route
         try:
             served = self._models.resolve(route.model, route.version)
@@ -181,7 +177,7 @@ class EnrichPipeline:
 
     def abandon(self, prepared: PreparedEvent) -> None:
         """Give up a prepared event without writing it (it stays uncommitted)."""
-        self._pass_turn(prepared, None)
+        self._order.pass_turn(prepared.turn)
         self._release(prepared)
 
     async def handle(self, prepared: PreparedEvent) -> None:
@@ -193,8 +189,7 @@ class EnrichPipeline:
         failed: WorkerUnhealthy | None = None
         try:
             records = await self._records(prepared)
-            if prepared.previous is not None:
-                await asyncio.shield(prepared.previous)
+            await prepared.turn.wait_previous()
 
             def instead(record: Outbound, exc: Exception, dead_lettered: bool) -> list[Outbound]:
                 return self._instead_of(prepared, record, exc, dead_lettered)
@@ -204,7 +199,7 @@ class EnrichPipeline:
             failed = exc
             raise
         finally:
-            self._pass_turn(prepared, failed)
+            self._order.pass_turn(prepared.turn, failed)
             self._release(prepared)
 
     @staticmethod
@@ -212,18 +207,6 @@ class EnrichPipeline:
         if prepared.served is not None:
             prepared.served.release()
             prepared.served = None
-
-    def _pass_turn(self, prepared: PreparedEvent, failed: WorkerUnhealthy | None) -> None:
-        turn = prepared.turn
-        if not turn.done():
-            if failed is None:
-                turn.set_result(None)  # the next event of this partition may publish
-            else:
-                turn.set_exception(WorkerUnhealthy(failed.reason))
-                turn.exception()  # retrieved: a partition with no next event logs nothing
-        lane = (prepared.inbound.topic, prepared.inbound.partition)
-        if self._tails.get(lane) is turn:
-            del self._tails[lane]
 
     # --- the records ----------------------------------------------------------------------
     async def _records(self, prepared: PreparedEvent) -> list[Outbound]:

@@ -26,10 +26,12 @@ class Gate:
 
     def __init__(self) -> None:
         self.opened = asyncio.Event()
+        self.entered = asyncio.Event()
         self.calls = 0
 
     async def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, Mapping[str, float]]:
         self.calls += 1
+        self.entered.set()
         await self.opened.wait()
         return np.array([[float(len(t))] for t in texts], np.float32), {}
 
@@ -87,6 +89,7 @@ async def test_a_stuck_model_never_holds_another_models_answers(
     values = [request("s0", "slow")] + [request(f"f{i}", "fast") for i in range(1, 6)]
     prepared = [pipeline.prepare(inbound(v, offset=i)) for i, v in enumerate(values)]
     slow = asyncio.ensure_future(pipeline.handle(prepared[0]))
+    await asyncio.wait_for(gate.entered.wait(), 5)  # the slow model holds s0 from here on
     await asyncio.wait_for(asyncio.gather(*(pipeline.handle(p) for p in prepared[1:])), 5)
     answered = [orjson.loads(r[2])["id"] for r in publisher.records]
     assert answered == ["f1", "f2", "f3", "f4", "f5"], "fast answered while slow is held"
