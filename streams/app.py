@@ -9,10 +9,8 @@ narrows that), each with a batcher of its own (`streams.model_table`), and swaps
 it serves (`streams.model_manager`): every ``KINFER_MODEL_WATCH_INTERVAL_S``, on SIGHUP and on
 ``POST /models/reload``. ``GET /models`` lists every version with its state.
 
-Broker restart: a watcher checks every ``TOPIC_WATCH_INTERVAL_S`` that every declared topic still
-exists; when one is gone (a broker that lost its storage), it creates the declared topics again and
-forces a metadata refresh, so the consumer resubscribes and the group gets its partitions back
-without a restart of the worker.
+Broker restart: `streams.topic_watch` creates the declared topics again when the broker lost them,
+and the consumer resubscribes without a restart of the worker.
 
 Graceful stop (SIGTERM): the consumer stops fetching and the agent starts nothing new; the
 requests it had started are answered, acked and committed, a wait bounded by
@@ -66,12 +64,11 @@ from streams.replyto import ReplyToPolicy
 from streams.security import KafkaSecurity, fail_fast, kafka_security
 from streams.settings import Settings, get_settings
 from streams.startup_web import StartupWeb
+from streams.topic_watch import watch_topics
 from streams.topics import declared_topics
 
 log = logging.getLogger(__name__)
 
-#: How often the worker checks that its request topic still exists (broker restart).
-TOPIC_WATCH_INTERVAL_S = 2.0
 #: Time a graceful stop may take beyond ``shutdown_timeout_s`` (leave the group, close clients).
 SHUTDOWN_GRACE_S = 10.0
 #: Exit code of a stop that overran ``shutdown_timeout_s + SHUTDOWN_GRACE_S``.
@@ -80,8 +77,6 @@ EXIT_SHUTDOWN_OVERRUN = 70
 REBALANCE_TIMEOUT_S = 5
 #: Bound on a rebalance's wait for the requests the worker started (within the timeout above).
 REBALANCE_WAIT_S = 3.0
-#: Bound on the consumer metadata refresh after topics were re-created.
-METADATA_REFRESH_TIMEOUT_S = 10.0
 
 
 class KinferApp(faust.App):
@@ -166,81 +161,21 @@ class KinferApp(faust.App):
                 self.manager.watch(settings.model_watch_interval_s), name="kinfer-model-watch"
             )
         reload_on_sighup(self)
-        self._topic_watch = asyncio.create_task(self._watch_topics(), name="kinfer-topic-watch")
+        self._topic_watch = asyncio.create_task(
+            watch_topics(
+                settings,
+                self.kafka_security,
+                {**declared_topics(settings), **self.route_topics},
+                lambda: self.consumer,
+            ),
+            name="kinfer-topic-watch",
+        )
         self._lag_watch = asyncio.create_task(
             watch_lag(lambda: self.consumer, settings.request_topic, self.lag),
             name="kinfer-lag-watch",
         )
         if self._startup_web is not None:  # Faust's web server takes the port over next
             await self._startup_web.stop()
-
-    async def _watch_topics(self) -> None:
-        """Recreate the declared topics when the broker lost them, then resubscribe.
-
-        One admin connection serves every check; it is replaced only after an error.
-        """
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        settings = self.kinfer_settings
-        declared = {**declared_topics(settings), **self.route_topics}
-        admin: AIOKafkaAdminClient | None = None
-        try:
-            while True:
-                await asyncio.sleep(TOPIC_WATCH_INTERVAL_S)
-                try:
-                    if admin is None:
-                        admin = AIOKafkaAdminClient(
-                            bootstrap_servers=settings.bootstrap_servers,
-                            request_timeout_ms=5000,
-                            **self.kafka_security.aiokafka(),
-                        )
-                        async with asyncio.timeout(10):
-                            await admin.start()
-                    async with asyncio.timeout(10):
-                        topics = await admin.list_topics()
-                    missing = sorted(set(declared) - set(topics))
-                    if not missing:
-                        continue
-                    # Every declared topic, not just the request topic: a consumer's metadata
-                    # request may auto-create that one alone on a broker that allows it.
-                    log.warning(
-                        "topics %s are gone (broker restarted?): creating them again", missing
-                    )
-                    await ensure_topics(
-                        settings.bootstrap_servers,
-                        declared,
-                        security=self.kafka_security,
-                        replication_factor=settings.replication_factor,
-                    )
-                    await self._refresh_consumer_metadata()
-                except Exception as exc:  # broker down: reconnect and try again later
-                    log.info("topic watch: %r", exc)
-                    if admin is not None:
-                        with contextlib.suppress(Exception):
-                            await admin.close()
-                        admin = None
-        finally:
-            if admin is not None:
-                with contextlib.suppress(Exception):
-                    await admin.close()
-
-    async def _refresh_consumer_metadata(self) -> None:
-        """Nudge aiokafka: new metadata shows the recreated topic, which triggers a rejoin.
-
-        Faust's aiokafka consumer lives in a thread with its own event loop: its client is
-        only touched there (``call_thread``), never from this loop.
-        """
-        thread = getattr(self.consumer, "_thread", None)
-        consumer = getattr(thread, "_consumer", None)
-        client = getattr(consumer, "_client", None)
-        if thread is None or client is None:
-            return
-
-        async def refresh() -> None:
-            await client.force_metadata_update()
-
-        async with asyncio.timeout(METADATA_REFRESH_TIMEOUT_S):
-            await thread.call_thread(refresh)
 
     # --- health ---------------------------------------------------------------------------
     def failure(self) -> str | None:

@@ -16,6 +16,7 @@ from streams.batch_model import UnpreparedModel
 from streams.batching import MicroBatcher
 from streams.broker import free_port
 from streams.settings import Settings
+from streams.topic_watch import refresh_consumer_metadata
 from tests.support.models import served_text
 
 pytestmark = pytest.mark.timeout(30)
@@ -151,15 +152,12 @@ class Client:
         return future
 
 
-async def test_the_metadata_refresh_runs_on_the_consumer_threads_loop(
-    app: app_module.KinferApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_metadata_refresh_runs_on_the_consumer_threads_loop() -> None:
     client = Client()
     thread = ConsumerThread(client)
     try:
         consumer = type("FaustConsumer", (), {"_thread": thread})()
-        monkeypatch.setattr(type(app), "consumer", consumer)
-        await asyncio.wait_for(app._refresh_consumer_metadata(), 5)
+        await asyncio.wait_for(refresh_consumer_metadata(consumer), 5)
         assert client.loops == [thread.loop]
     finally:
         thread.stop()
