@@ -116,7 +116,11 @@ class KinferApp(faust.App):
         await super().on_first_start()
         settings = self.kinfer_settings
         self._startup_web = StartupWeb(
-            settings.web_host, settings.web_port, self.metrics.registry, lambda: self._starting
+            settings.web_host,
+            settings.web_port,
+            self.metrics.registry,
+            lambda: self._starting,
+            timeout_s=settings.startup_timeout_s,
         )
         await self._startup_web.start()  # live from here on, as the process runs
         self._starting = "loading and warming up the models"

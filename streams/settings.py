@@ -217,6 +217,13 @@ class Settings(BaseSettings):
         description="Bound on a graceful stop: the batch in flight is finished, published and "
         "committed within it.",
     )
+    startup_timeout_s: float = Field(
+        900.0,
+        ge=0,
+        description="/live fails when start-up (loading and compiling the served models, "
+        "creating the topics) has taken longer than this: a warm-up that hangs gets the worker "
+        "restarted. 0: no bound.",
+    )
     liveness_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -3,7 +3,9 @@
 Faust starts its web server only after the app's own start-up, which here includes loading and
 compiling every model (tens of seconds on a CPU). So that the worker is live as soon as the
 process runs, this small aiohttp server holds the web port in the meantime: ``/live`` answers
-200, ``/ready`` 503 with the reason, ``/metrics`` the worker's registry. The app closes it at
+200 (503 once the start-up has taken longer than ``KINFER_STARTUP_TIMEOUT_S``: a warm-up that
+hangs gets the worker restarted, as a hung model call does later), ``/ready`` 503 with the
+reason, ``/metrics`` the worker's registry. The app closes it at
 the end of its ``on_start``, just before Faust's own web server binds the same port (a gap of
 milliseconds: the Kafka producer starts in between).
 """
@@ -11,6 +13,7 @@ milliseconds: the Kafka producer starts in between).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import orjson
@@ -37,10 +40,17 @@ class StartupWeb:
         port: int,
         registry: CollectorRegistry,
         doing: Callable[[], str] = lambda: "starting",
+        *,
+        timeout_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``timeout_s``: /live fails once start-up has taken longer (0: never)."""
         self.host, self.port = host, port
         self._registry = registry
         self._doing = doing
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._started_at = clock()
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -72,6 +82,13 @@ class StartupWeb:
             await runner.cleanup()
 
     async def _live(self, request: web.Request) -> web.Response:
+        elapsed = self._clock() - self._started_at
+        if self._timeout_s and elapsed > self._timeout_s:
+            reason = (
+                f"still starting after {elapsed:.0f}s, over KINFER_STARTUP_TIMEOUT_S="
+                f"{self._timeout_s:g} ({self._doing()})"
+            )
+            return _json({"live": False, "reason": reason}, 503)
         return _json({"live": True, "starting": self._doing()}, 200)
 
     async def _ready(self, request: web.Request) -> web.Response:

@@ -239,3 +239,31 @@ async def test_startup_web_is_live_not_ready_and_scrapable_until_it_hands_the_po
     await taken.start()
     assert taken._runner is not None
     await taken.stop()
+
+
+async def test_startup_web_stops_being_live_once_start_up_overruns_its_bound() -> None:
+    now = [100.0]
+    port = free_port()
+    early = StartupWeb(
+        "127.0.0.1",
+        port,
+        WorkerMetrics().registry,
+        lambda: "warming up minilm",
+        timeout_s=600,
+        clock=lambda: now[0],
+    )
+    await early.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            now[0] += 599
+            async with session.get(f"http://127.0.0.1:{port}/live") as live:
+                assert live.status == 200
+            now[0] += 2
+            async with session.get(f"http://127.0.0.1:{port}/live") as live:
+                assert live.status == 503
+                reason = (await live.json())["reason"]
+    finally:
+        await early.stop()
+    assert "still starting after 601s" in reason
+    assert "KINFER_STARTUP_TIMEOUT_S=600" in reason
+    assert "warming up minilm" in reason
