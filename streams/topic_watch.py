@@ -4,6 +4,8 @@ A broker that lost its storage (the embedded Tansu keeps nothing across a restar
 without the worker's topics. Every ``TOPIC_WATCH_INTERVAL_S`` the watcher lists the topics; when a
 declared one is gone it creates every declared topic again and forces a metadata refresh of the
 consumer, so it resubscribes and the group gets its partitions back without a restart.
+`watch_missing_topics` is the watch alone: the gateway restarts its Kafka client with it
+(`streams.gateway.kafka_link`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from streams.admin import ensure_topics
@@ -22,6 +24,7 @@ __all__ = [
     "METADATA_REFRESH_TIMEOUT_S",
     "TOPIC_WATCH_INTERVAL_S",
     "refresh_consumer_metadata",
+    "watch_missing_topics",
     "watch_topics",
 ]
 
@@ -39,40 +42,57 @@ async def watch_topics(
     declared: Mapping[str, int],
     consumer: Callable[[], Any],
 ) -> None:
-    """Recreate the declared topics when the broker lost them, then resubscribe.
+    """The worker's watch: recreate the declared topics when the broker lost them, then
+    resubscribe Faust's ``consumer()``."""
 
-    One admin connection serves every check; it is replaced only after an error.
+    async def recreate(missing: list[str]) -> None:
+        # Every declared topic, not just the request topic: a consumer's metadata request may
+        # auto-create that one alone on a broker that allows it.
+        log.warning("topics %s are gone (broker restarted?): creating them again", missing)
+        await ensure_topics(
+            settings.bootstrap_servers,
+            declared,
+            security=security,
+            replication_factor=settings.replication_factor,
+        )
+        await refresh_consumer_metadata(consumer())
+
+    await watch_missing_topics(settings.bootstrap_servers, security, declared, recreate)
+
+
+async def watch_missing_topics(
+    bootstrap_servers: str,
+    security: KafkaSecurity,
+    topics: Collection[str],
+    on_missing: Callable[[list[str]], Awaitable[None]],
+    interval_s: float = TOPIC_WATCH_INTERVAL_S,
+) -> None:
+    """Every ``interval_s``, call ``on_missing(missing)`` if any of ``topics`` is not listed.
+
+    A broker that cannot be reached is not a loss: the watch reconnects and looks again. One
+    admin connection serves every check; it is replaced only after an error. Runs until
+    cancelled.
     """
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin: AIOKafkaAdminClient | None = None
     try:
         while True:
-            await asyncio.sleep(TOPIC_WATCH_INTERVAL_S)
+            await asyncio.sleep(interval_s)
             try:
                 if admin is None:
                     admin = AIOKafkaAdminClient(
-                        bootstrap_servers=settings.bootstrap_servers,
+                        bootstrap_servers=bootstrap_servers,
                         request_timeout_ms=5000,
                         **security.aiokafka(),
                     )
                     async with asyncio.timeout(10):
                         await admin.start()
                 async with asyncio.timeout(10):
-                    topics = await admin.list_topics()
-                missing = sorted(set(declared) - set(topics))
-                if not missing:
-                    continue
-                # Every declared topic, not just the request topic: a consumer's metadata
-                # request may auto-create that one alone on a broker that allows it.
-                log.warning("topics %s are gone (broker restarted?): creating them again", missing)
-                await ensure_topics(
-                    settings.bootstrap_servers,
-                    declared,
-                    security=security,
-                    replication_factor=settings.replication_factor,
-                )
-                await refresh_consumer_metadata(consumer())
+                    listed = await admin.list_topics()
+                missing = sorted(set(topics) - set(listed))
+                if missing:
+                    await on_missing(missing)
             except Exception as exc:  # broker down: reconnect and try again later
                 log.info("topic watch: %r", exc)
                 if admin is not None:

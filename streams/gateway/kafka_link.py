@@ -6,8 +6,11 @@ reply topic. `KafkaLink` creates the topics if they are missing (the workers' ow
 reply topic, with the workers' partition count), starts the client, and while it cannot
 (a broker that is down or not yet up) retries with a growing pause, up to 5 s. The gateway is
 ready only while the client is started. A client whose reader broke is closed and started
-again. A TLS or SASL configuration that cannot work (`streams.security.SecurityError`) is not
-retried: `failed` is set, and the server stops with that error.
+again, and so is a client whose topics the broker lost (a broker that restarted without its
+storage, like the embedded Tansu: `streams.topic_watch`): the restart creates them again and
+reads the new reply topic from its end. A TLS or SASL configuration that cannot work
+(`streams.security.SecurityError`) is not retried: `failed` is set, and the server stops with
+that error.
 """
 
 from __future__ import annotations
@@ -21,14 +24,23 @@ from streams.client import InferenceClient
 from streams.gateway.errors import NotReady
 from streams.security import KafkaSecurity, SecurityError
 from streams.settings import Settings
+from streams.topic_watch import watch_missing_topics
 from streams.topics import declared_topics
 
-__all__ = ["KafkaLink"]
+__all__ = ["KafkaLink", "TopicsLost"]
 
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 5.0
+
+
+class TopicsLost(Exception):
+    """The broker no longer lists topics the gateway's client reads or writes."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(f"the broker lost the topics {', '.join(missing)} (restarted?)")
 
 
 class KafkaLink:
@@ -63,6 +75,9 @@ class KafkaLink:
         if not self._broken.is_set():
             log.warning("Kafka client of the gateway failed (%r): restarting it", reason)
             self._broken.set()
+
+    async def _lost(self, missing: list[str]) -> None:
+        self.broken(TopicsLost(missing))
 
     def start(self) -> None:
         """Start connecting in the background."""
@@ -104,7 +119,20 @@ class KafkaLink:
                         settings.request_topic,
                         settings.gateway_reply_topic,
                     )
-                    await self._broken.wait()
+                    # only the two it uses: a principal may not be allowed to see the others
+                    used = [settings.request_topic, settings.gateway_reply_topic]
+                    watch = asyncio.create_task(
+                        watch_missing_topics(
+                            settings.bootstrap_servers, self.security, used, self._lost
+                        ),
+                        name="kinfer-gateway-topic-watch",
+                    )
+                    try:
+                        await self._broken.wait()
+                    finally:
+                        watch.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await watch
             except asyncio.CancelledError:
                 raise
             except SecurityError as exc:

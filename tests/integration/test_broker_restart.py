@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.broker import EmbeddedBroker
 from tests.chaos.tools import TopicReader, produce_records, request_value
+from tests.support.gateway import GatewayServer
 from tests.support.topics import committed_total, wait_for_topics, worker_names
 from tests.support.worker import WorkerProcess
 
@@ -90,3 +93,64 @@ async def test_worker_recreates_a_lost_response_topic_while_its_request_topic_re
         assert listed[responses] == 4
         after = await round_trip(bootstrap, names, ["after"], 60)
         assert "outputs" in after["after"]
+
+
+async def infer_over_http(
+    session: aiohttp.ClientSession, gateway: GatewayServer, text: str, timeout_s: float
+) -> tuple[int, str]:
+    """POST one text to the gateway's minilm: the HTTP status (0: no answer in time), and the
+    error if it was not 200."""
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+    url = f"http://{gateway.http}/v2/models/minilm/infer"
+    try:
+        async with session.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            doc = await response.json()
+            if response.status != 200:
+                return response.status, str(doc.get("error"))
+            assert len(doc["outputs"][0]["data"]) == 384
+            return 200, ""
+    except TimeoutError:
+        return 0, f"no answer in {timeout_s}s"
+
+
+async def test_the_gateway_reads_its_answers_again_after_the_broker_restarts(
+    fresh_broker: EmbeddedBroker,
+) -> None:
+    # Tansu comes back without the gateway's reply topic. Recreated (by the worker's answers, or
+    # by anyone), its offsets start at 0 again, below where the gateway's reader stood: without
+    # a restart of its client the gateway would miss those answers and time out (here, for
+    # about 30 answers per partition: longer than the test waits).
+    names = worker_names("gr")
+    bootstrap = fresh_broker.bootstrap
+    reply_topic = f"kinfer.replies.{names['app_id']}"
+    gateway_settings = {
+        "request_topic": names["request_topic"],
+        "gateway_reply_topic": reply_topic,
+        "gateway_timeout_s": "20",
+    }
+    with (
+        WorkerProcess(bootstrap, {**names, **FAST_BUCKETS}),
+        GatewayServer(bootstrap, gateway_settings) as gateway,
+    ):
+        async with aiohttp.ClientSession() as session:
+            # 120 answers: each reply partition's reader stands ~30 records in
+            before = [infer_over_http(session, gateway, f"before {i}", 60) for i in range(120)]
+            assert await asyncio.gather(*before) == [(200, "")] * 120
+
+            fresh_broker.restart()
+            restarted = time.monotonic()
+            # rounds of 24 concurrent requests until one is answered in full (a round during the
+            # recovery may see a 503: the client restarting, a publish refused meanwhile)
+            answered: list[tuple[int, str]] = []
+            while answered != [(200, "")] * 24:
+                assert time.monotonic() - restarted < 75, f"not serving again: {answered}"
+                round_ = [infer_over_http(session, gateway, f"after {i}", 20) for i in range(24)]
+                answered = list(await asyncio.gather(*round_))
+                print(f"{time.monotonic() - restarted:5.1f}s: {sorted(set(answered))}")
+                await asyncio.sleep(0.5)
+            serving_s = time.monotonic() - restarted
+        print(f"the gateway answered again {serving_s:.1f}s after the broker restarted")
+        listed = await wait_for_topics(bootstrap, [reply_topic], 10)
+        assert listed[reply_topic] == 4
