@@ -33,10 +33,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _worker_logs_in_pytest_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Worker logs go under pytest's temp dir (kept for the last few runs), not loose in /tmp."""
-    from tests.support import worker
+    """Worker and gateway logs go under pytest's temp dir (kept for the last few runs), not
+    loose in /tmp."""
+    from tests.support.child import ChildProcess
 
-    worker.LOG_DIR = tmp_path_factory.mktemp("worker-logs")
+    ChildProcess.log_dir = tmp_path_factory.mktemp("worker-logs")
 
 
 @pytest.fixture(scope="session")

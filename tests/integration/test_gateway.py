@@ -344,8 +344,8 @@ def test_401_without_a_valid_token_and_403_for_a_model_it_may_not_use(
     assert status == "StatusCode.UNAUTHENTICATED"
     status, _ = http_status(lambda: grpc.infer("digits", [grpc_images], headers=bearer(TEXT_ONLY)))
     assert status == "StatusCode.PERMISSION_DENIED"
-    assert ALL_MODELS not in gateway.log(100_000)
-    assert TEXT_ONLY not in gateway.log(100_000)
+    assert ALL_MODELS not in gateway.log_tail(100_000)
+    assert TEXT_ONLY not in gateway.log_tail(100_000)
 
 
 def test_a_stopped_gateway_exits_cleanly(broker: Any, topics: dict[str, str]) -> None:
@@ -354,6 +354,6 @@ def test_a_stopped_gateway_exits_cleanly(broker: Any, topics: dict[str, str]) ->
         broker.bootstrap, {**settings, "gateway_reply_topic": "kinfer.replies.gw-stop"}
     )
     server.start()
-    assert server.stop() == 0, server.log()
-    assert "gateway stopping" in server.log()
+    assert server.stop() == 0, server.log_tail()
+    assert "gateway stopping" in server.log_tail()
     server.log_path.unlink(missing_ok=True)

@@ -9,23 +9,18 @@ a temporary file, kept when a test fails.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from streams.broker import free_port
-from tests.support import worker
+from tests.support.child import ChildProcess
 
 
-class GatewayServer:
+class GatewayServer(ChildProcess):
     """One gateway process on free HTTP and gRPC ports of 127.0.0.1."""
 
     def __init__(
@@ -36,6 +31,7 @@ class GatewayServer:
         wait_for: str = "ready",
         ready_timeout_s: float = 30.0,
     ) -> None:
+        super().__init__(log_prefix="kinfer-gateway-")
         self.http_port = free_port()
         self.grpc_port = free_port()
         env = dict(os.environ)
@@ -48,11 +44,6 @@ class GatewayServer:
         self.env = env
         self.wait_for = wait_for
         self.ready_timeout_s = ready_timeout_s
-        fd, name = tempfile.mkstemp(prefix="kinfer-gateway-", suffix=".log", dir=worker.LOG_DIR)
-        os.close(fd)
-        self.log_path = Path(name)
-        self._log: IO[bytes] | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def http(self) -> str:
@@ -66,22 +57,17 @@ class GatewayServer:
 
     def start(self) -> Self:
         """Start it and wait for ``/v2/health/<wait_for>``."""
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "gateway", "-l", "info"],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.spawn([sys.executable, "-m", "streams.cli", "gateway", "-l", "info"], self.env)
+        assert self.proc is not None
         deadline = time.monotonic() + self.ready_timeout_s
         while not self._answers(f"/v2/health/{self.wait_for}"):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"gateway not {self.wait_for} in time:\n{self.log()}")
+                raise TimeoutError(f"gateway not {self.wait_for} in time:\n{self.log_tail()}")
             time.sleep(0.1)
         return self
 
@@ -93,37 +79,9 @@ class GatewayServer:
             return False
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM and wait (SIGKILL after ``timeout_s``); the exit code."""
+        """SIGTERM and wait (kill -9 after ``timeout_s``); the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
-
-    def log(self, chars: int = 4000) -> str:
-        """The end of its log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc_type is None:
-            self.log_path.unlink(missing_ok=True)
+        code = self.terminate(timeout_s)
+        self.close()
+        return code

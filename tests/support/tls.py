@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from streams.broker import EmbeddedBroker, free_port
+from tests.support.child import ChildProcess
 
 #: why TLS tests skip when stunnel is missing
 NO_STUNNEL = "stunnel4 is not installed (apt-get install -y stunnel4, or `make install` as root)"
@@ -121,11 +122,13 @@ def make_pki(folder: Path) -> Pki:
     return Pki(folder)
 
 
-class TlsFront:
+class TlsFront(ChildProcess):
     """stunnel on ``127.0.0.1:port`` (TLS) in front of ``target`` (plain Kafka).
 
     With ``client_ca``, clients must present a certificate signed by it (mutual TLS).
     """
+
+    exit_timeout_s = 5.0
 
     def __init__(
         self,
@@ -137,9 +140,9 @@ class TlsFront:
         client_ca: str | None = None,
     ) -> None:
         self.port = port if port is not None else free_port()
+        super().__init__(folder / f"stunnel-{self.port}.log")
         self.target = target
         self.config = folder / f"stunnel-{self.port}.conf"
-        self.log_path = folder / f"stunnel-{self.port}.log"
         lines = [
             "foreground = yes",
             "pid =",
@@ -153,8 +156,6 @@ class TlsFront:
         if client_ca is not None:
             lines += [f"CAfile = {client_ca}", "verifyChain = yes", "requireCert = yes"]
         self.config.write_text("\n".join(lines) + "\n")
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -163,51 +164,21 @@ class TlsFront:
     def start(self, timeout_s: float = 10.0) -> Self:
         binary = find_stunnel()
         assert binary is not None, NO_STUNNEL
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [binary, str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.spawn([binary, str(self.config)])
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while "Configuration successful" not in self.log_tail():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"stunnel did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        """SIGTERM (kill -9 after 5 s) and close the log; idempotent."""
+        if self.running():
+            self.terminate(self.exit_timeout_s)
+        self.close()
 
 
 class TlsBroker:
