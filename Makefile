@@ -71,8 +71,8 @@ chaos: install  ## 20 000 requests, the worker kill -9'd at random moments; prin
 scale-out: install  ## a second worker joins under a backlog; prints lost/duplicates
 	$(BIN)/python -m tests.chaos.scale_out --requests 8000
 
-soak: install  ## 30 minutes at half of saturation, hostile messages mixed in; RSS, fds, lost
-	$(BIN)/python -m tests.chaos.soak --minutes 30
+soak: install  ## 30 minutes at half of saturation, hostile messages mixed in; RSS, fds, lost (SOAK_ARGS='--rate 40', '--bootstrap HOST:PORT')
+	$(BIN)/python -m tests.chaos.soak --minutes 30 $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,8 +17,18 @@ descriptors. At the end::
           duplicates=0 rss_mib start=... end=... growth=1.2% fds start=... end=...
 
 RSS "start" is taken after the warm-up (``--warmup-fraction`` of the run: allocators and caches
-fill up first). Exits 1 when a request is lost, a hostile message is not dead-lettered, or RSS
-grew by 5 % or more after the warm-up. Not part of CI.
+fill up first).
+
+The embedded broker (Tansu 0.6.0, memory storage) keeps every batch it is sent, and on each fetch
+that has data it lists every batch stored in that partition: its cost grows with the run, and at
+~90 requests/s on 4 partitions it took a full core within minutes and stalled at 19 minutes. So
+the soak spreads its topics over ``--partitions`` (16), and runs the worker with a fetch long-poll
+of ``--fetch-max-wait-ms`` (500 ms, the Kafka default; kinfer's own default is 20 ms), so one fetch
+collects several batches. Its samples show the broker's CPU and RSS beside the worker's.
+``--bootstrap`` runs it against a real Kafka cluster instead.
+
+Exits 1 when a request is lost, a hostile message is not dead-lettered, or RSS grew by 5 % or
+more after the warm-up. Not part of CI.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker
 from streams.client import start_reading
+from tests.benchmarks.common import cpu_seconds
 from tests.chaos.tools import request_value, rss_kib
 from tests.support.topics import create_worker_topics
 from tests.support.worker import WorkerProcess
@@ -58,6 +69,22 @@ HOSTILE: list[tuple[bytes, list[tuple[str, bytes]]]] = [
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class BrokerSampler:
+    """The embedded broker's CPU share since the last sample, and its RSS."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.last = (time.monotonic(), cpu_seconds([pid]) if pid else 0.0)
+
+    def sample(self) -> str:
+        if self.pid is None:
+            return ""
+        now, cpu = time.monotonic(), cpu_seconds([self.pid])
+        share = (cpu - self.last[1]) / max(now - self.last[0], 1e-6)
+        self.last = (now, cpu)
+        return f" broker_cpu={share:.2f} broker_rss={rss_kib(self.pid) / 1024:.0f}MiB"
 
 
 class Soak:
@@ -151,11 +178,15 @@ async def sustained_rate(
     return rate
 
 
-async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
-    names = await create_worker_topics(bootstrap, "soak", partitions=4)
+async def soak(
+    args: argparse.Namespace, bootstrap: str, broker_pid: int | None = None
+) -> dict[str, Any]:
+    names = await create_worker_topics(bootstrap, "soak", partitions=args.partitions)
     run = Soak(bootstrap, names)
     stop = asyncio.Event()
-    with WorkerProcess(bootstrap, names, ready_timeout_s=300) as worker:
+    broker = BrokerSampler(broker_pid)
+    settings = {**names, "fetch_max_wait_ms": str(args.fetch_max_wait_ms)}
+    with WorkerProcess(bootstrap, settings, ready_timeout_s=300) as worker:
         reader = asyncio.create_task(run.read(stop))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await producer.start()
@@ -197,7 +228,7 @@ async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
                 print(
                     f"t={time.monotonic() - begin:6.0f}s rss={sample[0] / 1024:.0f}MiB "
                     f"fds={sample[1]} sent={len(run.sent)} answered={len(run.answers)} "
-                    f"unanswered={lag} dead_lettered={run.dead}",
+                    f"unanswered={lag} dead_lettered={run.dead}{broker.sample()}",
                     flush=True,
                 )
             await soaking
@@ -216,6 +247,8 @@ async def soak(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         "burst_rps": round(burst, 1),
         "saturation_rps": round(saturation, 1),
         "rate_rps": round(rate, 1),
+        "partitions": args.partitions,
+        "fetch_max_wait_ms": args.fetch_max_wait_ms,
         "sent": len(run.sent),
         "answered": len(run.answers),
         "lost": lost,
@@ -241,10 +274,18 @@ def main() -> None:
     parser.add_argument("--hostile-every", type=int, default=20)
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-fraction", type=float, default=0.1)
+    parser.add_argument("--partitions", type=int, default=16, help="of the soak's topics")
+    parser.add_argument(
+        "--fetch-max-wait-ms", type=int, default=500, help="the worker's KINFER_FETCH_MAX_WAIT_MS"
+    )
+    parser.add_argument("--bootstrap", help="a Kafka cluster's host:port (default: embedded)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    with EmbeddedBroker(silent=True) as broker:
-        result = asyncio.run(soak(args, broker.bootstrap))
+    if args.bootstrap:
+        result = asyncio.run(soak(args, args.bootstrap))
+    else:
+        with EmbeddedBroker(silent=True) as broker:
+            result = asyncio.run(soak(args, broker.bootstrap, broker.pid))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(
